@@ -1,0 +1,1 @@
+"""Assets grouped by pipeline stage, with the checks that guard them."""

@@ -1,0 +1,1 @@
+"""Market data sources: synthetic simulator, CoinGecko API, CSV replay."""

@@ -1,0 +1,216 @@
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from crypto_assets.assets import ingestion
+from crypto_assets.market.schema import SNAPSHOT_COLUMNS, SourceBatch, conform
+from crypto_assets.resources import MarketSource, build_resources
+from crypto_assets.warehouse import Warehouse, replace_window, transaction
+
+from .conftest import range_tags
+
+ASSETS = [ingestion.market_snapshots]
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def materialize(warehouse, instance, source=None, **kwargs):
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources={"warehouse": warehouse, "market_source": source or MarketSource()},
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def test_materializing_a_partition_twice_gives_the_same_rows(warehouse, instance):
+    first = materialize(warehouse, instance, partition_key="2026-03-01-05:00")
+    assert first.success
+    rows_1 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY coin_id")
+    assert len(rows_1) == 20
+    assert materialize(warehouse, instance, partition_key="2026-03-01-05:00").success
+    rows_2 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY coin_id")
+    pd.testing.assert_frame_equal(rows_1, rows_2)
+    # a neighbouring partition adds its own hour and leaves this one alone
+    assert materialize(warehouse, instance, partition_key="2026-03-01-06:00").success
+    counts = warehouse.query("SELECT partition_hour, count(*) AS n FROM raw.market_snapshots GROUP BY 1 ORDER BY 1")
+    assert counts["n"].tolist() == [20, 20]
+
+
+def test_seven_days_of_hourly_partitions_backfill_in_one_run(warehouse, instance):
+    result = materialize(warehouse, instance, tags=range_tags("2026-03-01-00:00", "2026-03-07-23:00"))
+    assert result.success
+    assert len(instance.get_runs()) == 1
+    stats = warehouse.query(
+        "SELECT count(*) AS n, count(DISTINCT partition_hour) AS hours, count(DISTINCT coin_id) AS coins FROM raw.market_snapshots"
+    ).iloc[0]
+    assert (stats["n"], stats["hours"], stats["coins"]) == (7 * 24 * 20, 168, 20)
+    materialized = instance.get_materialized_partitions(dg.AssetKey("market_snapshots"))
+    assert len(materialized) == 168
+    truth = warehouse.query("SELECT count(*) AS n FROM raw.anomaly_ground_truth").iloc[0]["n"]
+    assert truth > 0
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+
+
+def _write(warehouse: Warehouse, frame: pd.DataFrame, start=T0, end=T0 + timedelta(hours=1)):
+    with warehouse.connect() as conn, transaction(conn):
+        replace_window(conn, "raw.market_snapshots", conform(frame, SNAPSHOT_COLUMNS), column="partition_hour", start=start, end=end)
+
+
+def _good_rows(coins=("bitcoin", "ethereum"), hour=T0) -> pd.DataFrame:
+    naive = hour.replace(tzinfo=None)
+    return pd.DataFrame({
+        "coin_id": list(coins), "symbol": [c[:3].upper() for c in coins], "observed_at": naive, "partition_hour": naive,
+        "price": 100.0, "source": "synthetic", "ingested_at": naive,
+    })
+
+
+def _result(check_fn, warehouse, *args):
+    with warehouse.connect() as conn:
+        return check_fn(conn, *args)
+
+
+WINDOW = (T0, T0 + timedelta(hours=1))
+
+
+def test_checks_pass_on_good_data(warehouse):
+    _write(warehouse, _good_rows())
+    with warehouse.connect() as conn:
+        results = [
+            ingestion.check_schema(conn),
+            ingestion.check_prices(conn, *WINDOW),
+            ingestion.check_unique(conn, *WINDOW),
+            ingestion.check_within_partition(conn, *WINDOW),
+            ingestion.check_coverage(conn, *WINDOW, ["bitcoin", "ethereum"]),
+            ingestion.check_freshness(conn, *WINDOW, live=True, now=T0 + timedelta(hours=1, minutes=5)),
+        ]
+    assert [r.passed for r in results] == [True] * 6
+
+
+@pytest.mark.parametrize("price", [0.0, -3.0, None, float("nan")])
+def test_price_check_fails_on_bad_prices(warehouse, price):
+    rows = _good_rows()
+    rows.loc[1, "price"] = price
+    _write(warehouse, rows)
+    result = _result(ingestion.check_prices, warehouse, *WINDOW)
+    assert not result.passed and result.metadata["bad_prices"].value == 1
+
+
+def test_unique_check_fails_on_duplicate_coin_hour(warehouse):
+    _write(warehouse, pd.concat([_good_rows(), _good_rows(("bitcoin",))]))
+    result = _result(ingestion.check_unique, warehouse, *WINDOW)
+    assert not result.passed and result.metadata["duplicated_keys"].value == 1
+
+
+def test_window_check_fails_when_observed_at_leaves_its_hour(warehouse):
+    rows = _good_rows()
+    rows.loc[0, "observed_at"] = (T0 + timedelta(minutes=75)).replace(tzinfo=None)
+    _write(warehouse, rows)
+    result = _result(ingestion.check_within_partition, warehouse, *WINDOW)
+    assert not result.passed and result.metadata["rows_outside_partition"].value == 1
+
+
+def test_coverage_check_warns_about_missing_coins(warehouse):
+    _write(warehouse, _good_rows(("bitcoin",)))
+    result = _result(ingestion.check_coverage, warehouse, *WINDOW, ["bitcoin", "ethereum", "solana"])
+    assert not result.passed
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["coins_with_gaps"].value == 2
+    assert result.metadata["coverage"].value == pytest.approx(1 / 3)
+
+
+def test_freshness_check_fails_for_a_stale_live_source_only(warehouse):
+    _write(warehouse, _good_rows(hour=T0))
+    later = (T0 + timedelta(hours=3), T0 + timedelta(hours=4))
+    now = later[1] + timedelta(minutes=5)
+    with warehouse.connect() as conn:
+        assert not ingestion.check_freshness(conn, *later, live=True, now=now).passed
+        not_live = ingestion.check_freshness(conn, *later, live=False, now=now)
+    assert not_live.passed and not not_live.metadata["applicable"].value
+
+
+def test_schema_check_fails_on_a_changed_table(warehouse):
+    with warehouse.connect() as conn:
+        conn.execute("ALTER TABLE raw.market_snapshots ALTER price TYPE VARCHAR")
+        conn.execute("ALTER TABLE raw.market_snapshots ADD COLUMN surprise INTEGER")
+        result = ingestion.check_schema(conn)
+    assert not result.passed
+    assert "price DOUBLE" in result.metadata["missing_or_wrong_type"].value
+    assert "surprise" in result.metadata["unexpected"].value
+
+
+class DuplicatingSource(MarketSource):
+    """A source that delivers every row twice: the blocking check must stop the run."""
+
+    def fetch(self, start, end):
+        batch = super().fetch(start, end)
+        return SourceBatch(pd.concat([batch.snapshots, batch.snapshots.head(3)]), batch.quarantine, batch.ground_truth, batch.stats)
+
+
+def test_failed_blocking_check_records_the_materialization_but_fails_the_step(warehouse, instance):
+    @dg.asset(deps=[ingestion.SNAPSHOTS], partitions_def=ingestion.hourly_partitions)
+    def downstream_of_snapshots():
+        raise AssertionError("must not run after a failed blocking check")
+
+    result = dg.materialize(
+        [ingestion.market_snapshots, downstream_of_snapshots],
+        instance=instance,
+        partition_key="2026-03-01-05:00",
+        resources={"warehouse": warehouse, "market_source": DuplicatingSource()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[ingestion.UNIQUE_CHECK] is False
+    assert instance.get_latest_materialization_event(ingestion.SNAPSHOTS) is not None
+    assert not result.get_step_success_events() or all(
+        e.step_key != "downstream_of_snapshots" for e in result.get_step_success_events()
+    )
+
+
+def test_deployment_and_source_settings_are_validated(monkeypatch):
+    with pytest.raises(ValueError, match="DAGSTER_DEPLOYMENT"):
+        build_resources("staging")
+    monkeypatch.setenv("CRYPTO_ASSETS_SOURCE", "bloomberg")
+    with pytest.raises(ValueError, match="CRYPTO_ASSETS_SOURCE"):
+        build_resources("local")
+    monkeypatch.delenv("CRYPTO_ASSETS_SOURCE")
+    assert build_resources("local")["market_source"].kind == "synthetic"
+    assert build_resources("prod")["market_source"].kind == "coingecko"
+
+
+def test_a_database_in_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="warehouse.database: folder .* does not exist"):
+        with Warehouse(database=str(tmp_path / "nope" / "x.duckdb")).connect():
+            pass
+
+
+def test_partitions_start_is_validated(monkeypatch):
+    from crypto_assets.partitions import partitions_start
+
+    monkeypatch.setenv("CRYPTO_ASSETS_PARTITIONS_START", "01/02/2020")
+    with pytest.raises(ValueError, match="CRYPTO_ASSETS_PARTITIONS_START"):
+        partitions_start()
+
+
+def test_definitions_validate_and_load_without_heavy_ml_imports():
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = Path(sys.executable).parent
+    validated = subprocess.run(
+        [str(bin_dir / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, crypto_assets.definitions; "
+         "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently') if m in sys.modules))"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip() == ""
