@@ -77,6 +77,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from crypto_assets.market.schema import (
     QUARANTINE_COLUMNS,
@@ -92,6 +93,7 @@ SOURCE = "csv"
 MAX_BODY_RATIO = 2.0
 MAX_RANGE_RATIO = 4.0
 VOLUME_TIE_USD = 0.01  # the older export rounds volumes to cents
+ERA = (datetime(2009, 1, 3), datetime(2100, 1, 1))  # readable market times: Bitcoin's genesis block onwards
 
 _NULLS = frozenset({"", "null", "nan", "none", "nat", "na", "n/a"})
 _ALIASES = {
@@ -109,7 +111,7 @@ _PRICES = ("open", "high", "low", "price")  # `price` is the candle close
 _GLUED_PAIR = re.compile(rf"^([A-Z0-9]+?)({'|'.join(sorted(USD_QUOTES, key=len, reverse=True))})$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FileReport:
     """Import figures for one file (``rows_read == rows_kept + duplicates_removed + quarantined``)."""
 
@@ -140,7 +142,7 @@ class _Fields:
 
     path: Path
     names: list[str]
-    text: pd.DataFrame  # one str column per header name, plus _raw, _line, _nfields
+    text: pd.DataFrame  # one text column per header name, plus _raw, _line, _nfields
 
 
 # --------------------------------------------------------------------------- public API
@@ -187,7 +189,6 @@ def format_reports(reports: Sequence[FileReport]) -> str:
     def hour(ts: datetime | None) -> str:
         return ts.strftime("%Y-%m-%d %H:%M") if ts is not None else "-"
 
-    header = ("file", "read", "kept", "dedup", "quar.", "first hour", "last hour", "gaps", "quarantined by reason")
     rows = [
         (
             Path(r.path).name,
@@ -202,12 +203,9 @@ def format_reports(reports: Sequence[FileReport]) -> str:
         )
         for r in reports
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    numeric = {1, 2, 3, 4, 7}
-    return "\n".join(
-        "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
-        for row in [header, *rows]
-    )
+    header = ("file", "read", "kept", "dedup", "quar.", "first hour", "last hour", "gaps", "quarantined by reason")
+    align = ("left", "right", "right", "right", "right", "left", "left", "right", "left")
+    return tabulate(rows, headers=header, colalign=align, disable_numparse=True)
 
 
 # --------------------------------------------------------------------------- loading and caching
@@ -260,8 +258,7 @@ def _parse_file(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
     del mtime_ns, size  # part of the cache key only
     file = Path(path)
     fields = _read_parquet(file) if file.suffix.lower() == ".parquet" else _read_csv(file)
-    plain = "observed_at" in fields.names or "price" in fields.names
-    records = _parse_plain(fields) if plain else _parse_candles(fields)
+    records = _parse_plain(fields) if _is_plain(fields.names) else _parse_candles(fields)
     if len(records) and records["partition_hour"].isna().all():
         raise ValueError(f"{file}: no record has a readable timestamp; is this an hourly market file?")
     records["_path"] = path
@@ -278,7 +275,7 @@ def _report(path: str, records: pd.DataFrame, kept: pd.DataFrame, quarantine: pd
         rows_read=int((records["_path"] == path).sum()),
         rows_kept=len(mine),
         duplicates_removed=int(rejected["_dup"].sum()),
-        quarantined_by_reason={k: int(v) for k, v in rejected.loc[~rejected["_dup"], "reason"].value_counts().sort_index().items()},
+        quarantined_by_reason={k: int(v) for k, v in rejected.loc[~rejected["_dup"], "reason"].value_counts().items()},
         first_hour=mine["partition_hour"].min().to_pydatetime() if len(mine) else None,
         last_hour=mine["partition_hour"].max().to_pydatetime() if len(mine) else None,
         gaps=int((steps - 1).clip(lower=0).sum()),
@@ -307,8 +304,15 @@ def _is_header(names: list[str]) -> bool:
     return sum(n in _KNOWN or n.startswith("volume ") for n in names) >= 3
 
 
+def _is_plain(names: list[str]) -> bool:
+    return "observed_at" in names or "price" in names
+
+
 def _check_columns(path: Path, names: list[str]) -> None:
-    plain = "observed_at" in names or "price" in names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"{path}: duplicate column(s): {', '.join(duplicated)}")
+    plain = _is_plain(names)
     missing = [c for c in (_PLAIN_REQUIRED if plain else _CANDLE_REQUIRED) if c not in names]
     if not plain and "unix" not in names and "date" not in names:
         missing.append("unix or date")
@@ -383,19 +387,24 @@ def _unix_times(values: pd.Series) -> pd.Series:
     micros = (values * scale).round()
     ok = (values > 0) & micros.notna()
     stamps = np.where(ok, micros, 0).astype("int64").astype("datetime64[us]")
-    return pd.Series(stamps, index=values.index).where(ok)
+    return _in_era(pd.Series(stamps, index=values.index).where(ok))
 
 
 def _iso_times(text: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None).astype("datetime64[us]")
+    return _in_era(parsed.dt.tz_localize(None).astype("datetime64[us]"))
+
+
+def _in_era(stamps: pd.Series) -> pd.Series:
+    """NaT outside ``ERA``: a '1' in a unix column is garbage, not 1970-01-01 00:00:01."""
+    return stamps.where((stamps >= ERA[0]) & (stamps < ERA[1]))
 
 
 def _date_times(text: pd.Series) -> pd.Series:
     """``2021-06-09 23:00:00`` (any ISO-8601) or ``2017-08-17 06-AM`` as naive UTC datetimes."""
     twelve_hour = text.str.upper().str.endswith("M").fillna(False)
     out = _iso_times(text.where(~twelve_hour))
-    out[twelve_hour] = pd.to_datetime(text[twelve_hour], format="%Y-%m-%d %I-%p", errors="coerce")
+    out[twelve_hour] = _in_era(pd.to_datetime(text[twelve_hour], format="%Y-%m-%d %I-%p", errors="coerce"))
     return out
 
 
@@ -436,23 +445,24 @@ def _parse_candles(fields: _Fields) -> pd.DataFrame:
     records["symbol"], records["coin_id"] = base, coin_id
     _reject(records, symbol == "", "missing_field", lambda r: "symbol is empty")
 
-    unix = _unix_times(_numbers(text["unix"])[0]) if "unix" in names else None
-    date = _date_times(text["date"]) if "date" in names else None
-    stamp = unix if unix is not None else date
-    if unix is not None and date is not None:
-        stamp = unix.fillna(date)  # for the quarantine record when only the date reads
-        unreadable = unix.isna() | date.isna()
-        mismatch = unix.dt.floor("h") != date.dt.floor("h")
-    else:
-        unreadable, mismatch = stamp.isna(), pd.Series(False, index=text.index)
+    times = pd.DataFrame(index=text.index)
+    if "unix" in names:
+        times["unix"] = _unix_times(_numbers(text["unix"])[0])
+    if "date" in names:
+        times["date"] = _date_times(text["date"])
+    stamp = times.iloc[:, 0]  # unix when it reads; the date only matters for quarantine
+    if len(times.columns) == 2:
+        stamp = stamp.fillna(times["date"])
+    hours = pd.DataFrame({n: t.dt.floor("h") for n, t in times.items()})
     records["observed_at"] = stamp
     records["partition_hour"] = stamp.dt.floor("h")
-    time_fields = [n for n in ("unix", "date") if n in names]
-    _reject(records, unreadable, "unparseable_timestamp",
-            lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in time_fields))
-    _reject(records, mismatch, "timestamp_mismatch",
-            lambda r: f"unix {text.at[r.name, 'unix']} is {unix[r.name]:%Y-%m-%d %H:%M} UTC "
-            f"but date {text.at[r.name, 'date']!r} is {date[r.name]:%Y-%m-%d %H:%M}")
+
+    def shown(r: pd.Series) -> str:
+        return " but ".join(f"{n} {text.at[r.name, n]!r} is {times.at[r.name, n]:%Y-%m-%d %H:%M}" for n in times)
+
+    _reject(records, times.isna().any(axis=1), "unparseable_timestamp",
+            lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in times))
+    _reject(records, hours.max(axis=1) != hours.min(axis=1), "timestamp_mismatch", shown)
     _reject(records, ~quote.isin(USD_QUOTES), "non_usd_quote",
             lambda r: f"pair {text.at[r.name, 'symbol']!r} is not quoted in a USD-like currency "
             f"({', '.join(sorted(USD_QUOTES))}); prices are stored in USD")

@@ -37,3 +37,47 @@ CREATE TABLE IF NOT EXISTS raw.anomaly_ground_truth (
     anomaly_kind   VARCHAR   NOT NULL,
     source         VARCHAR   NOT NULL
 );
+
+CREATE SCHEMA IF NOT EXISTS features;
+
+CREATE TABLE IF NOT EXISTS features.coin_features (
+    coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    ret_1h DOUBLE, ret_4h DOUBLE, ret_24h DOUBLE,
+    rv_6h DOUBLE, rv_24h DOUBLE, rv_72h DOUBLE, rv_ratio_6h_72h DOUBLE, ret_zscore_24h DOUBLE,
+    rsi_14 DOUBLE, macd_line DOUBLE, macd_signal DOUBLE, macd_hist DOUBLE,
+    bb_pct_b DOUBLE, bb_bandwidth DOUBLE, price_sma_24_ratio DOUBLE, ema_12_26_ratio DOUBLE,
+    momentum_12h DOUBLE, roc_12h DOUBLE, volume_zscore_24h DOUBLE, volume_zscore_168h DOUBLE,
+    hl_range DOUBLE, ret_1h_vs_market DOUBLE, ret_1h_rank DOUBLE, volume_rank DOUBLE,
+    hour_sin DOUBLE, hour_cos DOUBLE, dow_sin DOUBLE, dow_cos DOUBLE,
+    missing_hours_24h BIGINT, in_warmup BOOLEAN, feature_spec_version VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS features.coin_labels (
+    coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    fwd_vol_6h DOUBLE, vol_threshold DOUBLE, volatility_spike BOOLEAN,
+    fwd_return_6h DOUBLE, direction_up BOOLEAN
+);
+
+CREATE SCHEMA IF NOT EXISTS ml;
+
+-- Which coin-hours make up each daily split, and in which part.
+CREATE TABLE IF NOT EXISTS ml.training_splits (
+    split_id VARCHAR NOT NULL, part VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ml.split_summaries (
+    split_id VARCHAR NOT NULL, split_day DATE NOT NULL,
+    train_start TIMESTAMP, train_end TIMESTAMP, holdout_start TIMESTAMP, holdout_end TIMESTAMP,
+    params VARCHAR, train_rows BIGINT, holdout_rows BIGINT, excluded_coins VARCHAR,
+    train_spike_rate DOUBLE, holdout_spike_rate DOUBLE, created_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS ml.feature_drift (
+    split_id VARCHAR NOT NULL, comparison VARCHAR NOT NULL, feature VARCHAR NOT NULL,
+    drift_score DOUBLE, stattest VARCHAR, threshold DOUBLE, drifted BOOLEAN
+);
+
+CREATE TABLE IF NOT EXISTS ml.drift_summaries (
+    split_id VARCHAR NOT NULL, comparison VARCHAR NOT NULL, drift_share DOUBLE, drifted_features BIGINT,
+    features BIGINT, reference_rows BIGINT, current_rows BIGINT, report_path VARCHAR, created_at TIMESTAMP
+);

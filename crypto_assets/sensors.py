@@ -1,0 +1,3 @@
+"""Sensors: what reacts to events (drift, promotion, failures)."""
+
+sensors: list = []
