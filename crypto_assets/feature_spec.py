@@ -27,6 +27,7 @@ FEATURES: dict[str, str] = {
     "rv_24h": "Realized volatility over 24 hours.",
     "rv_72h": "Realized volatility over 72 hours.",
     "rv_ratio_6h_72h": "Short over long realized volatility (regime change when far from 1).",
+    "rv_6h_vs_p90_168h": "6h realized volatility over the 90th percentile of its own values in the past 168 hours.",
     "ret_zscore_24h": "Last hour's return divided by the realized volatility of the 24 hours before it.",
     "rsi_14": "RSI over 14 hourly changes, with simple averages (Cutler), 0-100.",
     "macd_line": "MACD(12, 26) line divided by price: (EMA12 - EMA26) / price.",
@@ -56,6 +57,12 @@ FLAGS: dict[str, str] = {
 }
 
 FEATURE_NAMES = list(FEATURES)
+
+# Calendar encodings describe the hour, not the market. With a few weeks of history each weekday
+# appears only a handful of times, and models learn which days happened to be stormy, so models
+# train on the market features only; the calendar columns stay available for analysis and drift.
+CALENDAR_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in CALENDAR_FEATURES]
 
 FEATURE_SPEC_VERSION = hashlib.sha256(
     (FEATURES_SQL + json.dumps([FEATURES, FLAGS], sort_keys=True)).encode()

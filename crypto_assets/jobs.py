@@ -1,44 +1,55 @@
 """Jobs and schedules: what runs, and when."""
 
+from datetime import timedelta
+
 import dagster as dg
 
+from crypto_assets.assets.promotion import champion_gate_job, promote_model_job, rollback_model_job
+from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
 from crypto_assets.partitions import daily_partitions, hourly_partitions
 
-hourly_ingest_job = dg.define_asset_job(
-    "hourly_ingest_job",
-    selection=dg.AssetSelection.groups("ingestion") | dg.AssetSelection.assets("coin_features"),
+hourly_ingest_and_score_job = dg.define_asset_job(
+    "hourly_ingest_and_score_job",
+    selection=dg.AssetSelection.groups("ingestion")
+    | dg.AssetSelection.assets("coin_features", "anomaly_scores", "volatility_forecasts"),
     partitions_def=hourly_partitions,
-    description="Ingest one hour of market snapshots and compute its features.",
+    description="Ingest an hour of market snapshots, compute its features and score it with the current champions.",
 )
 
 hourly_labels_job = dg.define_asset_job(
     "hourly_labels_job",
-    selection=dg.AssetSelection.assets("coin_labels"),
+    selection=dg.AssetSelection.assets("coin_labels", "prediction_outcomes"),
     partitions_def=hourly_partitions,
-    description="Label an hour once its 6-hour horizon has been observed.",
+    description="Label an hour once its 6-hour horizon has been observed, and score the forecasts made for it.",
 )
 
 daily_training_job = dg.define_asset_job(
     "daily_training_job",
-    selection=dg.AssetSelection.groups("training"),
+    selection=dg.AssetSelection.groups("training", "evaluation") - dg.AssetSelection.assets("model_champions"),
     partitions_def=daily_partitions,
-    description="Build the day's train/holdout split.",
+    description="Build the day's split, train candidates, evaluate them against champion and baseline, report drift.",
 )
 
-hourly_ingest_schedule = dg.build_schedule_from_partitioned_job(hourly_ingest_job, minute_of_hour=5)
+hourly_ingest_and_score_schedule = dg.build_schedule_from_partitioned_job(hourly_ingest_and_score_job, minute_of_hour=5)
 
 
 @dg.schedule(job=hourly_labels_job, cron_schedule="15 * * * *", execution_timezone="UTC")
 def hourly_labels_schedule(context: dg.ScheduleEvaluationContext):
-    """Label the hour whose 6-hour horizon has just been ingested (7 hours back)."""
-    from datetime import timedelta
-
-    hour = context.scheduled_execution_time.replace(minute=0, second=0, microsecond=0) - timedelta(hours=7)
+    """Label the hour whose 6-hour horizon has just been ingested."""
+    hour = context.scheduled_execution_time.replace(minute=0, second=0, microsecond=0) - timedelta(hours=LABEL_HORIZON_HOURS + 1)
     key = hour.strftime("%Y-%m-%d-%H:%M")
     return dg.RunRequest(run_key=key, partition_key=key)
 
 
+# 08:00 UTC: the previous day's last hours have had their 6-hour horizon labeled by then.
 daily_training_schedule = dg.build_schedule_from_partitioned_job(daily_training_job, hour_of_day=8)
 
-jobs = [hourly_ingest_job, hourly_labels_job, daily_training_job]
-schedules = [hourly_ingest_schedule, hourly_labels_schedule, daily_training_schedule]
+jobs = [
+    hourly_ingest_and_score_job,
+    hourly_labels_job,
+    daily_training_job,
+    champion_gate_job,
+    promote_model_job,
+    rollback_model_job,
+]
+schedules = [hourly_ingest_and_score_schedule, hourly_labels_schedule, daily_training_schedule]

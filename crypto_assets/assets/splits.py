@@ -59,13 +59,23 @@ def split_bounds(day_end: datetime, config: SplitConfig) -> dict[str, datetime]:
     }
 
 
-def load_split(conn: duckdb.DuckDBPyConnection, split_id: str, part: str) -> pd.DataFrame:
-    """Features and labels of one part ('train' or 'holdout') of a split, ordered by hour and coin."""
+def load_split(conn: duckdb.DuckDBPyConnection, split_id: str, part: str, *, with_ground_truth: bool = False) -> pd.DataFrame:
+    """Features and labels of one part ('train' or 'holdout') of a split, ordered by hour and coin.
+
+    ``with_ground_truth`` adds ``is_anomaly`` from the injected-anomaly ground truth: for
+    evaluation only, never for training.
+    """
     if part not in ("train", "holdout"):
         raise ValueError(f"part must be 'train' or 'holdout', got {part!r}")
+    truth = (
+        """, EXISTS (SELECT 1 FROM raw.anomaly_ground_truth g
+                     WHERE g.coin_id = f.coin_id AND g.partition_hour = f.partition_hour) AS is_anomaly"""
+        if with_ground_truth
+        else ""
+    )
     return conn.execute(
-        """
-        SELECT f.*, l.fwd_vol_6h, l.volatility_spike, l.fwd_return_6h
+        f"""
+        SELECT f.*, l.fwd_vol_6h, l.vol_threshold, l.volatility_spike, l.fwd_return_6h {truth}
         FROM ml.training_splits s
         JOIN features.coin_features f USING (coin_id, partition_hour)
         LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)

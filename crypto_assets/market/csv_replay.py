@@ -10,7 +10,11 @@ Input formats (column names are matched case-insensitively, spaces and underscor
      close and at least one of unix / date;
    - ``unix`` in seconds (integer or float), milliseconds or microseconds, told apart by magnitude;
      ``date`` as ``2021-06-09 23:00:00`` (any ISO-8601) or ``2017-08-17 06-AM``. When the file has
-     both, both must read and name the same hour; ``observed_at`` is taken from ``unix``;
+     both, both must read and name the same hour; ``observed_at`` (the candle's open) is taken from
+     ``unix``. Times before 2009-01-03 or from 2100 on do not read (a ``1`` is not 1970). The real
+     BTC and ETH files hold 91 rows (2017-09-22 19:00 to 09-26 18:00 by unix) whose date is 4 hours
+     behind, US Eastern daylight time; their prices chain on unix, but a row alone cannot say which
+     field is wrong, so they are quarantined as ``timestamp_mismatch``;
    - ``symbol`` a pair ``BASE/QUOTE`` (or ``BASE-QUOTE``, or ``BASEQUOTE`` with a USD-like suffix);
    - ``volume_quote`` is the ``Volume <QUOTE>`` column. A single ``Volume`` column is assumed to be
      in base units, as in the single-volume exports, so ``volume_quote = volume * close``. A missing
@@ -37,7 +41,8 @@ shared files is 1.18x. Wicks are allowed further than bodies because thin books 
 them: ETH 2017-08-22 04:00 (open 280, low 144.21, close 287; range 2.14x) is kept for the anomaly
 detectors to see.
 
-De-duplication: one row per (coin_id, partition_hour) across all files. The real duplicates
+De-duplication: one row per (coin_id, partition_hour) across all files (the importer is for
+hourly candles; finer rows of one hour would be de-duplicated down to one). The real duplicates
 (2,649 hours in 2020 in BTC and ETH) pair a full-precision row (ms timestamp, trade count) with a
 copy rounded to 2 decimals from an older export; a handful differ for real, e.g. BTC 2020-11-20
 07:00 where the older copy has 19% less volume and another close: it was exported while that
@@ -421,10 +426,11 @@ def _new_records(fields: _Fields) -> pd.DataFrame:
         },
         index=text.index,
     )
-    _reject(records, text["_nfields"] < len(fields.names), "missing_column",
-            lambda r: f"{fields.text.at[r.name, '_nfields']} fields where the header has {len(fields.names)}")
-    _reject(records, text["_nfields"] > len(fields.names), "extra_column",
-            lambda r: f"{fields.text.at[r.name, '_nfields']} fields where the header has {len(fields.names)}")
+    def field_count(r: pd.Series) -> str:
+        return f"{text.at[r.name, '_nfields']} fields where the header has {len(fields.names)}"
+
+    _reject(records, text["_nfields"] < len(fields.names), "missing_column", field_count)
+    _reject(records, text["_nfields"] > len(fields.names), "extra_column", field_count)
     return records
 
 
@@ -457,12 +463,12 @@ def _parse_candles(fields: _Fields) -> pd.DataFrame:
     records["observed_at"] = stamp
     records["partition_hour"] = stamp.dt.floor("h")
 
-    def shown(r: pd.Series) -> str:
+    def disagreement(r: pd.Series) -> str:
         return " but ".join(f"{n} {text.at[r.name, n]!r} is {times.at[r.name, n]:%Y-%m-%d %H:%M}" for n in times)
 
     _reject(records, times.isna().any(axis=1), "unparseable_timestamp",
             lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in times))
-    _reject(records, hours.max(axis=1) != hours.min(axis=1), "timestamp_mismatch", shown)
+    _reject(records, hours.max(axis=1) != hours.min(axis=1), "timestamp_mismatch", disagreement)
     _reject(records, ~quote.isin(USD_QUOTES), "non_usd_quote",
             lambda r: f"pair {text.at[r.name, 'symbol']!r} is not quoted in a USD-like currency "
             f"({', '.join(sorted(USD_QUOTES))}); prices are stored in USD")

@@ -6,6 +6,8 @@ identical rows, whichever window or universe asked for it. The model:
 
 - a common market factor and per-coin moves, each with stochastic (AR(1) log-) volatility, which
   gives volatility clustering;
+- market-wide stress episodes (about one every four days): volatility jumps and decays over
+  hours, and trading volume builds up in the hours before, as it often does in real markets;
 - log prices that revert slowly (half-life about two months) to each coin's typical level, so
   prices stay realistic over years;
 - hourly volume with a daily seasonal cycle, more volume on larger moves, and persistent noise;
@@ -38,6 +40,9 @@ _VOL_PERSISTENCE = 0.98
 _VOL_OF_VOL = 0.15
 _MARKET_VOL = 0.005  # typical hourly log-return volatility of the market factor
 _IDIO_VOL = 0.004
+_STRESS_PER_HOUR = 1 / 96  # one episode every four days on average
+_STRESS_DECAY = 0.5 ** (1 / 8)  # extra volatility halves every 8 hours
+_PRECURSOR_HOURS = 3
 
 
 def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
@@ -45,6 +50,12 @@ def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
     from scipy.signal import lfilter
 
     return lfilter([1.0], [1.0, -phi], shocks, axis=0)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(x)
 
 
 def _hours_since_epoch(ts: datetime) -> int:
@@ -58,8 +69,13 @@ def _hours_since_epoch(ts: datetime) -> int:
 
 def simulate_base(coins: list[Coin], seed: int, n_hours: int) -> dict[str, np.ndarray]:
     """Clean hourly candles for the first ``n_hours`` after ``SIM_EPOCH``, arrays of shape (n_hours, n_coins)."""
-    market = np.random.default_rng([seed, _MARKET_STREAM]).standard_normal((n_hours, 2))
-    market_vol = _MARKET_VOL * np.exp(_ar1(_VOL_OF_VOL * market[:, 1], _VOL_PERSISTENCE) / 2)
+    # Draw a few hours past the end: the volume build-up before an episode needs to know it is coming.
+    market = np.random.default_rng([seed, _MARKET_STREAM]).standard_normal((n_hours + _PRECURSOR_HOURS, 4))
+    episode = (_normal_cdf(market[:, 2]) < _STRESS_PER_HOUR) * (1.5 + np.abs(market[:, 3]))
+    stress = _ar1(episode, _STRESS_DECAY)[:n_hours]
+    precursor = sum(episode[k : n_hours + k] * (1 - (k - 1) / _PRECURSOR_HOURS) for k in range(1, _PRECURSOR_HOURS + 1))
+    market = market[:n_hours]
+    market_vol = _MARKET_VOL * np.exp(_ar1(_VOL_OF_VOL * market[:, 1], _VOL_PERSISTENCE) / 2) * (1 + stress)
     market_ret = market_vol * market[:, 0]
     hour_of_day = (np.arange(n_hours) % 24).astype(float)  # SIM_EPOCH is midnight UTC
     season = 0.35 * np.cos(2 * np.pi * (hour_of_day - 15.0) / 24.0)
@@ -78,7 +94,9 @@ def simulate_base(coins: list[Coin], seed: int, n_hours: int) -> dict[str, np.nd
         high[:, j] = np.maximum(o, c) * np.exp(0.5 * total_vol * np.abs(z[:, 2]))
         low[:, j] = np.minimum(o, c) * np.exp(-0.5 * total_vol * np.abs(z[:, 3]))
         surprise = np.abs(ret) / total_vol - 0.8
-        volume[:, j] = coin.base_volume * np.exp(season + 0.3 * surprise + _ar1(0.25 * z[:, 4], 0.7))
+        volume[:, j] = coin.base_volume * np.exp(
+            season + 0.3 * surprise + _ar1(0.25 * z[:, 4], 0.7) + 0.4 * stress + 0.5 * precursor
+        )
         mcap[:, j] = c * coin.supply
     return {"price": close, "open": open_, "high": high, "low": low, "volume_quote": volume, "market_cap": mcap}
 

@@ -54,7 +54,8 @@ vol AS (
 ),
 signal AS (
     SELECT *,
-        list(struct_pack(v := macd_line, h := h)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 35 HOUR PRECEDING AND CURRENT ROW) AS macd_36h
+        list(struct_pack(v := macd_line, h := h)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 35 HOUR PRECEDING AND CURRENT ROW) AS macd_36h,
+        quantile_cont(rv_6h, 0.9) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 167 HOUR PRECEDING AND CURRENT ROW) AS rv_6h_p90_168h
     FROM vol
 )
 SELECT
@@ -68,6 +69,7 @@ SELECT
     rv_24h,
     rv_72h,
     rv_6h / nullif(rv_72h, 0) AS rv_ratio_6h_72h,
+    rv_6h / nullif(rv_6h_p90_168h, 0) AS rv_6h_vs_p90_168h,
     ret_1h / nullif(rv_prior_24h, 0) AS ret_zscore_24h,
     CASE WHEN gains_14h + losses_14h > 0 THEN 100 * gains_14h / (gains_14h + losses_14h) ELSE 50 END AS rsi_14,
     macd_line,

@@ -43,7 +43,7 @@ CREATE SCHEMA IF NOT EXISTS features;
 CREATE TABLE IF NOT EXISTS features.coin_features (
     coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
     ret_1h DOUBLE, ret_4h DOUBLE, ret_24h DOUBLE,
-    rv_6h DOUBLE, rv_24h DOUBLE, rv_72h DOUBLE, rv_ratio_6h_72h DOUBLE, ret_zscore_24h DOUBLE,
+    rv_6h DOUBLE, rv_24h DOUBLE, rv_72h DOUBLE, rv_ratio_6h_72h DOUBLE, rv_6h_vs_p90_168h DOUBLE, ret_zscore_24h DOUBLE,
     rsi_14 DOUBLE, macd_line DOUBLE, macd_signal DOUBLE, macd_hist DOUBLE,
     bb_pct_b DOUBLE, bb_bandwidth DOUBLE, price_sma_24_ratio DOUBLE, ema_12_26_ratio DOUBLE,
     momentum_12h DOUBLE, roc_12h DOUBLE, volume_zscore_24h DOUBLE, volume_zscore_168h DOUBLE,
@@ -80,4 +80,49 @@ CREATE TABLE IF NOT EXISTS ml.feature_drift (
 CREATE TABLE IF NOT EXISTS ml.drift_summaries (
     split_id VARCHAR NOT NULL, comparison VARCHAR NOT NULL, drift_share DOUBLE, drifted_features BIGINT,
     features BIGINT, reference_rows BIGINT, current_rows BIGINT, report_path VARCHAR, created_at TIMESTAMP
+);
+
+CREATE SCHEMA IF NOT EXISTS registry;
+
+-- Append-only: a version is never updated or deleted.
+CREATE TABLE IF NOT EXISTS registry.model_versions (
+    model_name VARCHAR NOT NULL, version_id VARCHAR NOT NULL, version_number BIGINT NOT NULL,
+    created_at TIMESTAMP NOT NULL, run_id VARCHAR, split_id VARCHAR NOT NULL,
+    params VARCHAR, features VARCHAR, feature_spec_version VARCHAR NOT NULL,
+    train_start TIMESTAMP, train_end TIMESTAMP, train_rows BIGINT, holdout_rows BIGINT,
+    metrics VARCHAR, artifact BLOB NOT NULL, artifact_sha256 VARCHAR NOT NULL,
+    PRIMARY KEY (model_name, version_id)
+);
+
+-- The one mutable table: which version each alias points to now.
+CREATE TABLE IF NOT EXISTS registry.aliases (
+    model_name VARCHAR NOT NULL, alias VARCHAR NOT NULL, version_id VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (model_name, alias)
+);
+
+-- Append-only audit log of every champion decision: promotions, rollbacks, and refusals.
+CREATE TABLE IF NOT EXISTS registry.promotion_events (
+    event_id VARCHAR NOT NULL PRIMARY KEY, model_name VARCHAR NOT NULL,
+    from_version VARCHAR, to_version VARCHAR, outcome VARCHAR NOT NULL, trigger VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL, gate_results VARCHAR, run_id VARCHAR, created_at TIMESTAMP NOT NULL
+);
+
+-- Evaluation of candidate, champion and baseline on one split's holdout.
+CREATE TABLE IF NOT EXISTS ml.model_evaluations (
+    model_name VARCHAR NOT NULL, split_id VARCHAR NOT NULL, role VARCHAR NOT NULL, version_id VARCHAR,
+    metric VARCHAR NOT NULL, value DOUBLE, evaluated_at TIMESTAMP NOT NULL
+);
+
+CREATE SCHEMA IF NOT EXISTS serving;
+
+-- Scores of every coin-hour, each with the champion version that produced it.
+CREATE TABLE IF NOT EXISTS serving.model_scores (
+    model_name VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    version_id VARCHAR NOT NULL, score DOUBLE NOT NULL, flagged BOOLEAN NOT NULL, scored_at TIMESTAMP NOT NULL
+);
+
+-- Volatility forecasts joined with what happened once the horizon passed.
+CREATE TABLE IF NOT EXISTS serving.prediction_outcomes (
+    coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL, version_id VARCHAR NOT NULL,
+    probability DOUBLE NOT NULL, predicted_spike BOOLEAN NOT NULL, actual_spike BOOLEAN NOT NULL
 );

@@ -1,0 +1,251 @@
+"""The model registry: plain DuckDB tables in the ``registry`` schema.
+
+- ``model_versions`` is append-only: every trained candidate, with its artifact and sha256.
+- ``aliases`` says which version is ``champion`` for each model now.
+- ``promotion_events`` is an append-only log of every champion decision (promoted, rolled back,
+  refused), with the trigger, the reason and the gate results.
+
+Version specifiers, as users type them: ``champion``, ``latest``, ``latest-N``, or a version id
+(``v7`` or ``7``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+
+from crypto_assets.market.schema import utc_naive
+from crypto_assets.warehouse import transaction
+
+CHAMPION = "champion"
+TRIGGERS = ("sensor", "manual", "rollback")
+_SPECIFIER = re.compile(r"^(champion|latest(?:-(\d+))?|v?(\d+))$")
+
+
+class RegistryError(ValueError):
+    """A version specifier or model name that does not resolve; the message says why."""
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """The stored artifact's bytes do not match its recorded sha256: it is never unpickled."""
+
+
+class PromotionConflict(RuntimeError):
+    """The champion changed between reading it and replacing it."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_name: str
+    version_id: str
+    version_number: int
+    created_at: datetime
+    run_id: str | None
+    split_id: str
+    params: dict
+    features: list[str]
+    feature_spec_version: str
+    metrics: dict
+    artifact_sha256: str
+
+
+_VERSION_COLUMNS = (
+    "model_name, version_id, version_number, created_at, run_id, split_id, params, features, "
+    "feature_spec_version, metrics, artifact_sha256"
+)
+
+
+def _row_to_version(row) -> ModelVersion:
+    (name, vid, number, created, run_id, split_id, params, features, spec, metrics, sha) = row
+    return ModelVersion(name, vid, number, created, run_id, split_id, json.loads(params or "{}"),
+                        json.loads(features or "[]"), spec, json.loads(metrics or "{}"), sha)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def register_version(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    model: Any,
+    split_id: str,
+    run_id: str | None,
+    params: dict,
+    features: list[str],
+    feature_spec_version: str,
+    train_start: datetime | None,
+    train_end: datetime | None,
+    train_rows: int,
+    holdout_rows: int,
+    metrics: dict,
+) -> ModelVersion:
+    """Append a new version of ``model_name``; its id is the next ``vN``."""
+    artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    with transaction(conn):
+        number = conn.execute(
+            "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?", [model_name]
+        ).fetchone()[0]
+        conn.execute(
+            """
+            INSERT INTO registry.model_versions (model_name, version_id, version_number, created_at, run_id, split_id,
+                params, features, feature_spec_version, train_start, train_end, train_rows, holdout_rows, metrics,
+                artifact, artifact_sha256)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [model_name, f"v{number}", number, utc_naive(datetime.now(timezone.utc)), run_id, split_id,
+             json.dumps(params, sort_keys=True, default=str), json.dumps(features), feature_spec_version,
+             train_start and utc_naive(train_start), train_end and utc_naive(train_end), train_rows, holdout_rows,
+             json.dumps(metrics, sort_keys=True), artifact, sha256(artifact)],
+        )
+    return resolve(conn, model_name, f"v{number}")
+
+
+def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) -> ModelVersion:
+    """The version a specifier names, or a RegistryError saying why there is none."""
+    match = _SPECIFIER.match(specifier.strip()) if isinstance(specifier, str) else None
+    if not match:
+        raise RegistryError(
+            f"version specifier {specifier!r} is not valid: use 'champion', 'latest', 'latest-N' or a version id like 'v3'"
+        )
+    count = conn.execute("SELECT count(*) FROM registry.model_versions WHERE model_name = ?", [model_name]).fetchone()[0]
+    if count == 0:
+        raise RegistryError(f"model {model_name!r} has no versions in the registry")
+    spec = match.group(1)
+    if spec == CHAMPION:
+        row = conn.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions v JOIN registry.aliases a USING (model_name, version_id) "
+            "WHERE a.model_name = ? AND a.alias = ?",
+            [model_name, CHAMPION],
+        ).fetchone()
+        if row is None:
+            raise RegistryError(f"model {model_name!r} has no champion yet")
+        return _row_to_version(row)
+    if spec.startswith("latest"):
+        back = int(match.group(2) or 0)
+        if back >= count:
+            raise RegistryError(f"{spec!r} is out of range: model {model_name!r} has {count} version(s), so at most latest-{count - 1}")
+        row = conn.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions WHERE model_name = ? "
+            "ORDER BY version_number DESC LIMIT 1 OFFSET ?",
+            [model_name, back],
+        ).fetchone()
+        return _row_to_version(row)
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions WHERE model_name = ? AND version_number = ?",
+        [model_name, int(match.group(3))],
+    ).fetchone()
+    if row is None:
+        raise RegistryError(f"model {model_name!r} has no version {spec!r} (it has v1 to v{count})")
+    return _row_to_version(row)
+
+
+def load_artifact(conn: duckdb.DuckDBPyConnection, version: ModelVersion) -> Any:
+    """Unpickle a version's model, after checking its bytes against the recorded sha256."""
+    artifact, recorded = conn.execute(
+        "SELECT artifact, artifact_sha256 FROM registry.model_versions WHERE model_name = ? AND version_id = ?",
+        [version.model_name, version.version_id],
+    ).fetchone()
+    actual = sha256(bytes(artifact))
+    if actual != recorded or recorded != version.artifact_sha256:
+        raise ArtifactIntegrityError(
+            f"{version.model_name} {version.version_id}: artifact sha256 {actual[:12]}… does not match the recorded "
+            f"{recorded[:12]}…; refusing to unpickle it"
+        )
+    return pickle.loads(bytes(artifact))  # noqa: S301 - verified above against the registry's own hash
+
+
+def verify_artifact(conn: duckdb.DuckDBPyConnection, version: ModelVersion) -> bool:
+    """Whether the stored bytes still match their sha256 (without unpickling)."""
+    artifact, recorded = conn.execute(
+        "SELECT artifact, artifact_sha256 FROM registry.model_versions WHERE model_name = ? AND version_id = ?",
+        [version.model_name, version.version_id],
+    ).fetchone()
+    return sha256(bytes(artifact)) == recorded == version.artifact_sha256
+
+
+def champion(conn: duckdb.DuckDBPyConnection, model_name: str) -> ModelVersion | None:
+    try:
+        return resolve(conn, model_name, CHAMPION)
+    except RegistryError:
+        return None
+
+
+def record_decision(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    to_version: str | None,
+    expected_from: str | None,
+    outcome: str,
+    trigger: str,
+    reason: str,
+    gate_results: dict | None,
+    run_id: str | None,
+) -> dict:
+    """Record one champion decision; for 'promoted' and 'rolled_back', move the alias too.
+
+    Alias and event change in one transaction, and only if the champion is still
+    ``expected_from`` (compare-and-set), so two promotions can never interleave.
+    """
+    if trigger not in TRIGGERS:
+        raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+    if outcome not in ("promoted", "rolled_back", "refused"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    if not reason.strip():
+        raise ValueError("a promotion decision needs a reason")
+    now = utc_naive(datetime.now(timezone.utc))
+    event = {
+        "event_id": uuid.uuid4().hex, "model_name": model_name, "from_version": expected_from,
+        "to_version": to_version if outcome != "refused" else expected_from, "outcome": outcome, "trigger": trigger,
+        "reason": reason, "gate_results": json.dumps(gate_results or {}, sort_keys=True), "run_id": run_id, "created_at": now,
+    }
+    with transaction(conn):
+        current = conn.execute(
+            "SELECT version_id FROM registry.aliases WHERE model_name = ? AND alias = ?", [model_name, CHAMPION]
+        ).fetchone()
+        current = current[0] if current else None
+        if current != expected_from:
+            raise PromotionConflict(
+                f"{model_name}: champion is {current or 'none'}, expected {expected_from or 'none'}; another promotion won the race"
+            )
+        if outcome != "refused":
+            conn.execute(
+                """
+                INSERT INTO registry.aliases (model_name, alias, version_id, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (model_name, alias) DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at
+                """,
+                [model_name, CHAMPION, to_version, now],
+            )
+        conn.execute(
+            "INSERT INTO registry.promotion_events BY NAME SELECT * FROM (SELECT " + ", ".join(f"? AS {k}" for k in event) + ")",
+            list(event.values()),
+        )
+    return event
+
+
+def promotion_events(conn: duckdb.DuckDBPyConnection, model_name: str) -> list[dict]:
+    frame = conn.execute(
+        "SELECT * FROM registry.promotion_events WHERE model_name = ? ORDER BY created_at, event_id", [model_name]
+    ).df()
+    return frame.to_dict("records")
+
+
+def champion_split_ids(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """model name -> split id the current champion was trained on."""
+    return dict(conn.execute(
+        """
+        SELECT v.model_name, v.split_id FROM registry.aliases a
+        JOIN registry.model_versions v USING (model_name, version_id) WHERE a.alias = ?
+        """,
+        [CHAMPION],
+    ).fetchall())
