@@ -234,10 +234,11 @@ def record_decision(
 
 
 def promotion_events(conn: duckdb.DuckDBPyConnection, model_name: str) -> list[dict]:
-    frame = conn.execute(
+    cursor = conn.execute(
         "SELECT * FROM registry.promotion_events WHERE model_name = ? ORDER BY created_at, event_id", [model_name]
-    ).df()
-    return frame.to_dict("records")
+    )
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
 
 def champion_split_ids(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -1,3 +1,180 @@
-"""Sensors: what reacts to events (drift, promotion, failures)."""
+"""Sensors: what reacts to events (drift, promotion, failures).
 
-sensors: list = []
+``drift_retraining_sensor`` watches ``feature_drift`` materializations and asks for a
+``daily_training_job`` run of the drifted day when the holdout's drift share is above
+``CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD`` (default 0.3), at most once per
+``CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS`` (default 6).
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from crypto_assets.assets.drift import DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
+
+TRIGGER_TAG = "crypto_assets/trigger"
+DRIFT_TRIGGER = "drift"
+DRIFT_THRESHOLD_ENV = "CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD"
+DRIFT_COOLDOWN_ENV = "CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS"
+DEFAULT_DRIFT_SHARE_THRESHOLD = 0.3
+DEFAULT_DRIFT_COOLDOWN_HOURS = 6.0
+RETRAINING_JOB = "daily_training_job"
+# New materializations read per tick, newest first; only the newest day among them matters.
+_FETCH_LIMIT = 100
+
+
+def drift_share_threshold() -> float:
+    raw = os.environ.get(DRIFT_THRESHOLD_ENV)
+    if not raw:
+        return DEFAULT_DRIFT_SHARE_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{DRIFT_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"{DRIFT_THRESHOLD_ENV} must be in (0, 1], got {value}")
+    return value
+
+
+def drift_cooldown_hours() -> float:
+    raw = os.environ.get(DRIFT_COOLDOWN_ENV)
+    if not raw:
+        return DEFAULT_DRIFT_COOLDOWN_HOURS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{DRIFT_COOLDOWN_ENV} must be a number of hours >= 0, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{DRIFT_COOLDOWN_ENV} must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class DriftCursor:
+    """What the sensor remembers: the last materialization it consumed and when it last asked for a run."""
+
+    last_storage_id: int | None = None
+    last_request_ts: float | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "DriftCursor":
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            return cls(
+                last_storage_id=None if data.get("last_storage_id") is None else int(data["last_storage_id"]),
+                last_request_ts=None if data.get("last_request_ts") is None else float(data["last_request_ts"]),
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"drift_retraining_sensor cursor is not valid JSON with last_storage_id / last_request_ts: {raw!r} ({exc}); "
+                "reset it in the UI"
+            ) from None
+
+    def dumps(self) -> str:
+        return json.dumps({"last_storage_id": self.last_storage_id, "last_request_ts": self.last_request_ts}, sort_keys=True)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _drift_share(record) -> float | None:
+    entry = record.asset_materialization.metadata.get(DRIFT_SHARE_METADATA_KEY) if record.asset_materialization else None
+    value = getattr(entry, "value", entry)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _from_drift_run(instance: dg.DagsterInstance, record) -> bool:
+    """Whether a materialization came from a run this sensor requested (it must not trigger itself again)."""
+    run = instance.get_run_by_id(record.run_id) if record.run_id else None
+    return run is not None and run.tags.get(TRIGGER_TAG) == DRIFT_TRIGGER
+
+
+def evaluate_drift(
+    instance: dg.DagsterInstance, cursor: str | None, *, now: float, threshold: float, cooldown_hours: float
+) -> dg.SensorResult:
+    """The sensor's decision, with the clock and settings passed in so tests can control them."""
+    state = DriftCursor.parse(cursor)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=FEATURE_DRIFT_KEY, after_storage_id=state.last_storage_id),
+        limit=_FETCH_LIMIT,
+        ascending=False,
+    ).records
+    if not records:
+        return dg.SensorResult(skip_reason="No new feature_drift materialization.", cursor=state.dumps())
+
+    consumed = DriftCursor(max(r.storage_id for r in records), state.last_request_ts)
+    # The newest day wins; among materializations of that day, the newest one. Materializations
+    # made by drift-triggered runs (daily_training_job includes feature_drift) are ignored, or a
+    # drifted day would retrain itself again after every cooldown.
+    ordered = sorted(records, key=lambda r: (r.partition_key or "", r.storage_id), reverse=True)
+    latest = next((r for r in ordered if not _from_drift_run(instance, r)), None)
+    if latest is None:
+        return dg.SensorResult(
+            skip_reason="New feature_drift materializations all come from drift-triggered runs.", cursor=consumed.dumps()
+        )
+    day, share = latest.partition_key, _drift_share(latest)
+    if share is None:
+        return dg.SensorResult(
+            skip_reason=f"Latest feature_drift materialization ({day}) has no {DRIFT_SHARE_METADATA_KEY!r} metadata.",
+            cursor=consumed.dumps(),
+        )
+    if share <= threshold:
+        return dg.SensorResult(
+            skip_reason=f"No new drift: drift share {share:.3f} of {day} is at or below the threshold {threshold}.",
+            cursor=consumed.dumps(),
+        )
+    if state.last_request_ts is not None and now < state.last_request_ts + cooldown_hours * 3600:
+        until = state.last_request_ts + cooldown_hours * 3600
+        # Keep the cursor where it was: the drift is acted on once the cooldown is over.
+        return dg.SensorResult(
+            skip_reason=(
+                f"Drift share {share:.3f} of {day} is above the threshold {threshold}, but the retraining cooldown "
+                f"is active until {_iso(until)} (last request at {_iso(state.last_request_ts)})."
+            ),
+            cursor=state.dumps(),
+        )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                job_name=RETRAINING_JOB,
+                partition_key=day,
+                run_key=f"drift-{day}-{latest.storage_id}",
+                tags={TRIGGER_TAG: DRIFT_TRIGGER, "crypto_assets/drift_share": f"{share:.4f}"},
+            )
+        ],
+        cursor=DriftCursor(consumed.last_storage_id, now).dumps(),
+    )
+
+
+# STOPPED by default: the sensor launches training runs (compute, and candidates for promotion),
+# and the first tick after a fresh deploy or a backfill would act at once on whatever drift is in
+# the event log. Turn it on in the UI once the threshold suits the market being watched.
+@dg.sensor(
+    name="drift_retraining_sensor",
+    job_name=RETRAINING_JOB,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Retrain the latest day when feature_drift's drift share exceeds CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD "
+        "(default 0.3), at most once per CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS (default 6)."
+    ),
+)
+def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Request a daily_training_job run for the newest drifted day, at most once per cooldown."""
+    return evaluate_drift(
+        context.instance,
+        context.cursor,
+        now=time.time(),
+        threshold=drift_share_threshold(),
+        cooldown_hours=drift_cooldown_hours(),
+    )
+
+
+sensors = [drift_retraining_sensor]
