@@ -13,6 +13,7 @@ gives the same numbers. Each comparison is saved as an Evidently HTML report und
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,8 +95,11 @@ def _import_evidently():
 
     if not hasattr(pandas_common, "infer_dtype_from_object"):
         pandas_common.infer_dtype_from_object = lambda dtype: pandas_common.pandas_dtype(dtype).type
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    with warnings.catch_warnings():
+        # Its dependencies (plotly, litestar, numpy.core) warn about deprecations on import.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.presets import DataDriftPreset
 
     return DataDefinition, Dataset, Report, DataDriftPreset
 
@@ -153,10 +157,16 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
         raise dg.Failure(description=f"no feature has values in both reference and current data (columns: {', '.join(columns)})")
 
     definition = DataDefinition(numerical_columns=compared)
-    snapshot = Report([DataDriftPreset(columns=compared)], include_tests=True).run(
-        current_data=Dataset.from_pandas(current[compared], data_definition=definition),
-        reference_data=Dataset.from_pandas(reference[compared], data_definition=definition),
-    )
+    with warnings.catch_warnings():
+        # Evidently 0.7 calls pandas APIs that pandas 3 deprecates (once per column), and numpy warns
+        # on constant columns (a one-day holdout has a single day of week) in its correlation plots.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"evidently\.")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"evidently\.")
+        warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
+        snapshot = Report([DataDriftPreset(columns=compared)], include_tests=True).run(
+            current_data=Dataset.from_pandas(current[compared], data_definition=definition),
+            reference_data=Dataset.from_pandas(reference[compared], data_definition=definition),
+        )
     features, share, count = parse_drift_snapshot(snapshot.dict())
     if skipped:
         features = pd.concat(
@@ -238,7 +248,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
             )
         champions = champion_split_ids(conn)
         references = {split_id: train}
-        for model_name, champion_split in sorted(champions.items()):
+        for champion_split in sorted(set(champions.values())):
             if champion_split not in references:
                 references[champion_split] = _load_features(conn, champion_split, "train")
 
