@@ -7,12 +7,12 @@ import dagster as dg
 # Single-run backfills and partition mappings into the future are marked beta; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from crypto_assets.assets import features, ingestion, models, promotion, serving, splits  # noqa: E402
+from crypto_assets.assets import drift, features, ingestion, models, promotion, serving, splits  # noqa: E402
 from crypto_assets.jobs import jobs, schedules  # noqa: E402
 from crypto_assets.resources import build_resources  # noqa: E402
 from crypto_assets.sensors import sensors  # noqa: E402
 
-_modules = [ingestion, features, splits, models, promotion, serving]
+_modules = [ingestion, features, splits, drift, models, promotion, serving]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),

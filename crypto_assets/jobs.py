@@ -6,27 +6,23 @@ import dagster as dg
 
 from crypto_assets.assets.promotion import champion_gate_job, promote_model_job, rollback_model_job
 from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
-from crypto_assets.partitions import daily_partitions, hourly_partitions
 
 hourly_ingest_and_score_job = dg.define_asset_job(
     "hourly_ingest_and_score_job",
     selection=dg.AssetSelection.groups("ingestion")
     | dg.AssetSelection.assets("coin_features", "anomaly_scores", "volatility_forecasts"),
-    partitions_def=hourly_partitions,
     description="Ingest an hour of market snapshots, compute its features and score it with the current champions.",
 )
 
 hourly_labels_job = dg.define_asset_job(
     "hourly_labels_job",
     selection=dg.AssetSelection.assets("coin_labels", "prediction_outcomes"),
-    partitions_def=hourly_partitions,
     description="Label an hour once its 6-hour horizon has been observed, and score the forecasts made for it.",
 )
 
 daily_training_job = dg.define_asset_job(
     "daily_training_job",
     selection=dg.AssetSelection.groups("training", "evaluation") - dg.AssetSelection.assets("model_champions"),
-    partitions_def=daily_partitions,
     description="Build the day's split, train candidates, evaluate them against champion and baseline, report drift.",
 )
 

@@ -1,5 +1,12 @@
 """Sensors: what reacts to events (drift, promotion, failures).
 
+``champion_promotion_sensor`` watches the model evaluations; once an evaluation run's gate
+checks have all been evaluated it launches ``champion_gate_job``, which reads those check results
+and promotes the candidate or records why not.
+
+``run_failure_alert_sensor`` logs every failed run and, when ``CRYPTO_ASSETS_ALERT_WEBHOOK_URL``
+is set, posts a short JSON message there.
+
 ``drift_retraining_sensor`` watches ``feature_drift`` materializations and asks for a
 ``daily_training_job`` run of the drifted day when the holdout's drift share is above
 ``CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD`` (default 0.3), at most once per
@@ -14,6 +21,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from crypto_assets.assets.promotion import champion_gate_job, promotion_run_requests
 from crypto_assets.assets.drift import DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
 
 TRIGGER_TAG = "crypto_assets/trigger"
@@ -177,4 +185,60 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
     )
 
 
-sensors = [drift_retraining_sensor]
+@dg.sensor(
+    name="champion_promotion_sensor",
+    jobs=[champion_gate_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each model evaluation, apply its gate check results to the champion (promote or record the refusal).",
+)
+def champion_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One champion_gate_job run per evaluation whose gate checks have all been evaluated."""
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    requests, cursor = promotion_run_requests(context.instance, cursor)
+    if not requests:
+        return dg.SensorResult(skip_reason="no new evaluation with completed gates", cursor=json.dumps(cursor))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+
+
+ALERT_WEBHOOK_ENV = "CRYPTO_ASSETS_ALERT_WEBHOOK_URL"
+
+
+def alert_message(run: dg.DagsterRun, error: str | None) -> dict:
+    """What an alert says: which job, which run and partition, and the first line of the error."""
+    return {
+        "text": f"crypto_assets: run of {run.job_name} failed",
+        "job": run.job_name,
+        "run_id": run.run_id,
+        "partition": run.tags.get("dagster/partition")
+        or "..".join(filter(None, [run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")])),
+        "error": (error or "").strip().splitlines()[0][:300] if error else "",
+    }
+
+
+def post_alert(url: str, message: dict, timeout_s: float = 5.0) -> None:
+    import requests
+
+    response = requests.post(url, json=message, timeout=timeout_s)
+    response.raise_for_status()
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alert_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Log every failed run; also post it to CRYPTO_ASSETS_ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    error = context.failure_event.message if context.failure_event else None
+    message = alert_message(context.dagster_run, error)
+    context.log.error(f"{message['text']} (run {message['run_id']}, partition {message['partition'] or '-'}): {message['error']}")
+    url = os.environ.get(ALERT_WEBHOOK_ENV)
+    if url:
+        try:
+            post_alert(url, message)
+        except Exception as exc:  # an alerting outage must not hide the failure it reports
+            context.log.error(f"could not post the alert to {ALERT_WEBHOOK_ENV}: {type(exc).__name__}")
+
+
+sensors = [drift_retraining_sensor, champion_promotion_sensor, run_failure_alert_sensor]

@@ -9,7 +9,7 @@ import pytest
 
 from crypto_assets import registry
 from crypto_assets.assets import drift
-from crypto_assets.feature_spec import FEATURE_NAMES
+from crypto_assets.feature_spec import FEATURE_NAMES, MODEL_FEATURES
 from crypto_assets.partitions import daily_partitions
 from crypto_assets.sensors import (
     DRIFT_COOLDOWN_ENV,
@@ -132,7 +132,7 @@ def test_a_shifted_feature_drifts_and_the_split_rows_are_replaced(warehouse, ins
     result = materialize_drift(warehouse, instance, drift_share_threshold=0.02)
     assert result.success  # the check only warns
     rows = drift_rows(warehouse)
-    assert len(rows) == len(FEATURE_NAMES)  # stale rows replaced, not appended to
+    assert len(rows) == len(MODEL_FEATURES)  # stale rows replaced, not appended to
     assert set(rows["comparison"]) == {drift.HOLDOUT_VS_TRAIN}  # no champion, so no champion comparison
     rows = rows.set_index("feature")
     assert bool(rows.loc["ret_1h", "drifted"])
@@ -145,7 +145,7 @@ def test_a_shifted_feature_drifts_and_the_split_rows_are_replaced(warehouse, ins
     metadata = materialization_metadata(result)
     assert metadata["drifted_features"].value == int(rows["drifted"].sum())
     assert summaries["drift_share"].iloc[0] == pytest.approx(metadata["drift_share"].value)
-    assert metadata["drift_share"].value == pytest.approx(rows["drifted"].sum() / len(FEATURE_NAMES))
+    assert metadata["drift_share"].value == pytest.approx(rows["drifted"].sum() / len(MODEL_FEATURES))
     assert metadata["top_drifted_features"].value.splitlines()[2].startswith("| ret_1h")  # ranked first
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == drift.DRIFT_SHARE_CHECK
@@ -247,7 +247,7 @@ def test_sensor_requests_retraining_on_high_drift_at_most_once_per_cooldown(ware
     monkeypatch.delenv(DRIFT_THRESHOLD_ENV, raising=False)
     monkeypatch.delenv(DRIFT_COOLDOWN_ENV, raising=False)
     write_split(warehouse, SPLIT, seed=3)
-    shift_holdout(warehouse, SPLIT, FEATURE_NAMES)  # every feature moves
+    shift_holdout(warehouse, SPLIT, MODEL_FEATURES)  # every feature moves
     assert materialize_drift(warehouse, instance).success
 
     first = evaluate(instance, None)

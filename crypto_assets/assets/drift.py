@@ -25,7 +25,7 @@ import pandas as pd
 from pydantic import Field
 
 from crypto_assets.assets.splits import SPLITS_KEY, load_split
-from crypto_assets.feature_spec import FEATURE_NAMES
+from crypto_assets.feature_spec import MODEL_FEATURES
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
@@ -84,17 +84,7 @@ class DriftResult:
 
 
 def _import_evidently():
-    """Import Evidently lazily (it takes seconds), working around its import of a removed pandas helper.
-
-    evidently 0.7.23 imports ``pandas.core.dtypes.common.infer_dtype_from_object`` at import time,
-    which pandas 3 removed. Only its legacy column-type test calls it, never the drift metrics used
-    here, so a stand-in with the pandas 2 meaning (dtype-like -> scalar type) is enough. Drop this
-    once an Evidently release supports pandas 3.
-    """
-    import pandas.core.dtypes.common as pandas_common
-
-    if not hasattr(pandas_common, "infer_dtype_from_object"):
-        pandas_common.infer_dtype_from_object = lambda dtype: pandas_common.pandas_dtype(dtype).type
+    """Import Evidently lazily: it takes seconds, and the code location must load fast."""
     with warnings.catch_warnings():
         # Its dependencies (plotly, litestar, numpy.core) warn about deprecations on import.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -198,10 +188,10 @@ def top_drifted_table(features: pd.DataFrame, limit: int = 10) -> dg.MarkdownMet
 
 def _load_features(conn: duckdb.DuckDBPyConnection, split_id: str, part: str) -> pd.DataFrame:
     frame = load_split(conn, split_id, part)
-    missing = [c for c in FEATURE_NAMES if c not in frame.columns]
+    missing = [c for c in MODEL_FEATURES if c not in frame.columns]
     if missing:
         raise dg.Failure(description=f"features.coin_features lacks feature columns {missing}; rematerialize coin_features with the current feature spec")
-    return frame[FEATURE_NAMES]
+    return frame[MODEL_FEATURES]
 
 
 def _save_html(snapshot, path: Path) -> None:
@@ -267,7 +257,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
             skipped_comparisons.append(f"{comparison} (split {reference_split} has no train rows)")
             continue
         if reference_split not in results:
-            results[reference_split] = compute_drift(reference, current, FEATURE_NAMES, config.max_reference_rows)
+            results[reference_split] = compute_drift(reference, current, MODEL_FEATURES, config.max_reference_rows)
         path = folder / report_file_name(split_id, comparison)
         _save_html(results[reference_split].snapshot, path)
         paths[comparison] = path

@@ -3,8 +3,11 @@
 -- Every window is bounded in time (RANGE over hours, never ROWS), and reads at most
 -- LOOKBACK_HOURS (200) hours back, so the feature at hour t is the same whether it is computed in
 -- t's own partition run or in a run over a year. EMAs are truncated at 4x their span (the weight
--- left out is below 0.04%) and normalised, for the same reason. Gaps in the data simply leave
--- fewer rows inside a window; they are counted in missing_hours_24h.
+-- left out is below 0.04%) and normalised, for the same reason. Floating-point sums, means and
+-- deviations go through list(...) OVER and list_* so they add up in time order: windowed avg/sum
+-- combine partial sums in an order that depends on where the run starts, which changes the last
+-- bits. Gaps in the data simply leave fewer rows inside a window; they are counted in
+-- missing_hours_24h.
 WITH snap AS (
     SELECT coin_id, symbol, partition_hour AS ts, price, high, low, volume_quote,
            epoch(partition_hour) / 3600 AS h
@@ -17,15 +20,15 @@ base AS (
         max(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 4 HOUR PRECEDING AND INTERVAL 4 HOUR PRECEDING) AS price_4h_ago,
         max(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 12 HOUR PRECEDING AND INTERVAL 12 HOUR PRECEDING) AS price_12h_ago,
         max(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 24 HOUR PRECEDING) AS price_24h_ago,
-        avg(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 19 HOUR PRECEDING AND CURRENT ROW) AS sma_20,
-        stddev_pop(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 19 HOUR PRECEDING AND CURRENT ROW) AS sd_20,
-        avg(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 23 HOUR PRECEDING AND CURRENT ROW) AS sma_24,
+        list_avg(list(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 19 HOUR PRECEDING AND CURRENT ROW)) AS sma_20,
+        list_stddev_pop(list(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 19 HOUR PRECEDING AND CURRENT ROW)) AS sd_20,
+        list_avg(list(price) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 23 HOUR PRECEDING AND CURRENT ROW)) AS sma_24,
         list(struct_pack(v := price, h := h)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 47 HOUR PRECEDING AND CURRENT ROW) AS prices_48h,
         list(struct_pack(v := price, h := h)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 103 HOUR PRECEDING AND CURRENT ROW) AS prices_104h,
-        avg(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING) AS log_volume_mean_24h,
-        stddev_samp(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING) AS log_volume_sd_24h,
-        avg(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 168 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING) AS log_volume_mean_168h,
-        stddev_samp(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 168 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING) AS log_volume_sd_168h,
+        list_avg(list(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING)) AS log_volume_mean_24h,
+        list_stddev_samp(list(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING)) AS log_volume_sd_24h,
+        list_avg(list(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 168 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING)) AS log_volume_mean_168h,
+        list_stddev_samp(list(ln(volume_quote)) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 168 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING)) AS log_volume_sd_168h,
         count(*) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING) AS rows_prior_24h,
         min(ts) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 200 HOUR PRECEDING AND CURRENT ROW) AS earliest_in_lookback
     FROM snap
@@ -43,12 +46,12 @@ returns AS (
 ),
 vol AS (
     SELECT *,
-        sqrt(avg(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 5 HOUR PRECEDING AND CURRENT ROW)) AS rv_6h,
-        sqrt(avg(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 23 HOUR PRECEDING AND CURRENT ROW)) AS rv_24h,
-        sqrt(avg(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 71 HOUR PRECEDING AND CURRENT ROW)) AS rv_72h,
-        sqrt(avg(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING)) AS rv_prior_24h,
-        sum(gain_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 13 HOUR PRECEDING AND CURRENT ROW) AS gains_14h,
-        sum(loss_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 13 HOUR PRECEDING AND CURRENT ROW) AS losses_14h,
+        sqrt(list_avg(list(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 5 HOUR PRECEDING AND CURRENT ROW))) AS rv_6h,
+        sqrt(list_avg(list(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 23 HOUR PRECEDING AND CURRENT ROW))) AS rv_24h,
+        sqrt(list_avg(list(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 71 HOUR PRECEDING AND CURRENT ROW))) AS rv_72h,
+        sqrt(list_avg(list(ret_1h * ret_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND INTERVAL 1 HOUR PRECEDING))) AS rv_prior_24h,
+        list_sum(list(gain_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 13 HOUR PRECEDING AND CURRENT ROW)) AS gains_14h,
+        list_sum(list(loss_1h) OVER (PARTITION BY coin_id ORDER BY ts RANGE BETWEEN INTERVAL 13 HOUR PRECEDING AND CURRENT ROW)) AS losses_14h,
         (ema_12 - ema_26) / price AS macd_line
     FROM returns
 ),
