@@ -1,1 +1,1 @@
-"""Benchmarks: they print figures and never assert timings."""
+"""Benchmarks and reference implementations; not part of the deployed code location."""

@@ -55,8 +55,9 @@ class Warehouse(DuckDBResource):
             try:
                 return duckdb.connect(self.database, config=dict(self.connection_config))
             except duckdb.IOException as exc:
-                lock_conflict = "lock" in str(exc).lower()
-                if not lock_conflict or time.monotonic() >= deadline:
+                if "lock" not in str(exc).lower():
+                    raise ValueError(f"warehouse.database: cannot open {self.database!r}: {exc}") from exc
+                if time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -3,11 +3,11 @@
 -- Every window is bounded in time (RANGE over hours, never ROWS), and reads at most
 -- LOOKBACK_HOURS (200) hours back, so the feature at hour t is the same whether it is computed in
 -- t's own partition run or in a run over a year. EMAs are truncated at 4x their span (the weight
--- left out is below 0.04%) and normalised, for the same reason. Floating-point sums, means and
--- deviations go through list(...) OVER and list_* so they add up in time order: windowed avg/sum
--- combine partial sums in an order that depends on where the run starts, which changes the last
--- bits. Gaps in the data simply leave fewer rows inside a window; they are counted in
--- missing_hours_24h.
+-- left out is below 0.04%) and normalised, for the same reason. Sums, means and deviations are
+-- list_* over list(...) OVER the window, which adds the values in time order: DuckDB's windowed
+-- sum/avg/stddev combine partial aggregates in an order that depends on where the run starts, so
+-- their last bits would differ between runs. Gaps in the data simply leave fewer rows inside a
+-- window; they are counted in missing_hours_24h.
 WITH snap AS (
     SELECT coin_id, symbol, partition_hour AS ts, price, high, low, volume_quote,
            epoch(partition_hour) / 3600 AS h
