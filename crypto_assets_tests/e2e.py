@@ -82,6 +82,7 @@ class DagsterServer:
     partitions_start: str
     log_path: Path
     quickstart_log_path: Path
+    populated: tuple[datetime, datetime] | None = None  # when the quickstart started and ended
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -95,6 +96,12 @@ class DagsterServer:
     @property
     def duckdb_path(self) -> Path:
         return self.root / "warehouse.duckdb"
+
+    def training_days(self) -> set[str]:
+        """The day the quickstart's daily_training_job ran for: "yesterday" while it ran (two days
+        only if it ran across midnight UTC)."""
+        assert self.populated is not None, "the instance was not populated"
+        return {yesterday(t) for t in self.populated}
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
         """POST a GraphQL query to the server; return ``data`` or raise with the errors."""
@@ -281,7 +288,9 @@ def dagster_server(tmp_path_factory) -> DagsterServer:
         log_path=root / "dagster_dev.log",
         quickstart_log_path=root / "quickstart.log",
     )
+    started_at = datetime.now(timezone.utc)
     seconds = populate(root, server.env, server.quickstart_log_path)
+    server.populated = (started_at, datetime.now(timezone.utc))
     print(f"\n[e2e] quickstart --days {quickstart_days()} into {root} took {seconds:.0f}s")
     started = time.monotonic()
     try:

@@ -18,7 +18,6 @@ from crypto_assets.sensors import (
     drift_cooldown_hours,
     drift_retraining_sensor,
     drift_share_threshold,
-    sensors,
 )
 from crypto_assets.warehouse import Warehouse, transaction
 
@@ -303,20 +302,9 @@ def test_sensor_settings_come_from_the_environment(monkeypatch):
         drift_cooldown_hours()
 
 
-def test_definitions_accept_the_drift_asset_and_sensor():
-    # A stand-in for crypto_assets.jobs.daily_training_job (same name, partitions and a selection that
-    # includes the training group), so this test does not depend on every other asset module.
-    from crypto_assets.assets import splits
+def test_the_code_location_wires_the_drift_asset_and_sensor():
+    from crypto_assets.definitions import defs
 
-    training_job = dg.define_asset_job("daily_training_job", selection=dg.AssetSelection.groups("training"))
-    modules = [splits, drift]
-    defs = dg.Definitions(
-        assets=dg.load_assets_from_modules(modules),
-        asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[training_job],
-        sensors=sensors,
-        resources={"warehouse": Warehouse(database=":memory:")},
-    )
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_sensor_def("drift_retraining_sensor").job_name == "daily_training_job"
     job = defs.resolve_job_def("daily_training_job")

@@ -1,7 +1,6 @@
 import json
 
 import dagster as dg
-import pytest
 
 from crypto_assets import registry
 from crypto_assets.assets import models, promotion, serving

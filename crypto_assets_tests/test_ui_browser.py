@@ -18,7 +18,8 @@ What the test clicks and checks, one screenshot per step (in ``.local/screenshot
    materialized) → "1 partition" → ``03_materialize_dialog.png`` → Launch 1 run → toast → View:
    the run page shows the partition and reaches Success (and the API agrees). ``04_run_succeeded.png``
 4. Back on ``market_snapshots`` → tab Partitions → filter by the partition key → click it: its
-   latest materialization is from that run, with dagster/row_count 20, coins 20, source synthetic. ``05_market_snapshots_partition.png``
+   latest materialization is from that run, with dagster/row_count 20, coins 20, hours 1 and
+   source synthetic. ``05_market_snapshots_partition.png``
 5. Asset ``anomaly_detector_evaluation`` → tab Checks: the six gates (meets_metric_floor,
    beats_baseline, beats_champion, sane_flag_rate, no_nan_scores, artifact_verified) are listed,
    each with a status; click meets_metric_floor: its evaluation result and its candidate_pr_auc and
@@ -27,6 +28,10 @@ What the test clicks and checks, one screenshot per step (in ``.local/screenshot
    model_name, champion_version (v<N> or none), outcome (promoted, refused or rolled_back) and a
    reason ``07_model_champions.png``; scrolled down, its recent_decisions table lists that
    decision. ``08_model_champions_decisions.png``
+
+On a failure the page at that moment is saved as ``99_failure.png`` and the tail of the
+``dagster dev`` log is added to the report. The browser may only reach 127.0.0.1: every other
+request is aborted.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_assets_tests.e2e import REPO_ROOT, DagsterServer
+pytest.register_assert_rewrite("crypto_assets_tests.e2e")  # it is also loaded as a plugin, below
+from crypto_assets_tests.e2e import REPO_ROOT, DagsterServer  # noqa: E402
 
 pytest_plugins = ["crypto_assets_tests.e2e"]
 
@@ -202,117 +208,123 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
             try:
                 page = context.new_page()
 
-                # 1. The global asset lineage, every group expanded.
-                page.goto(f"{base}/asset-groups")
-                expect(page.get_by_text("Global asset lineage")).to_be_visible()
-                wait_for_graph(page, ["ingestion", "features", "training", "evaluation", "serving"])
-                page.keyboard.press("Alt+e")  # "Expand all groups" (⌥E)
                 try:
-                    graph = wait_for_graph(page, ASSETS, timeout_s=10)
-                except AssertionError:  # the shortcut did not reach the graph: open the same view by its URL
-                    groups = ",".join(f"global@global:{g}" for g in ["ingestion", "features", "training", "evaluation", "serving"])
-                    page.goto(f"{base}/asset-groups/?expanded={groups}")
-                    graph = wait_for_graph(page, ASSETS)
-                for upstream, downstream in [
-                    ("market_snapshots", "coin_features"),
-                    ("coin_features", "training_splits"),
-                    ("anomaly_detector_evaluation", "model_champions"),
-                ]:
-                    assert graph.has_edge(upstream, downstream), f"no edge {upstream} -> {downstream}: {graph.describe()}"
-                assert not graph.has_edge("coin_features", "market_snapshots")
-                shot(page, "global_lineage")
+                    # 1. The global asset lineage, every group expanded.
+                    page.goto(f"{base}/asset-groups")
+                    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+                    wait_for_graph(page, ["ingestion", "features", "training", "evaluation", "serving"])
+                    page.keyboard.press("Alt+e")  # "Expand all groups" (⌥E)
+                    try:
+                        graph = wait_for_graph(page, ASSETS, timeout_s=10)
+                    except AssertionError:  # the shortcut did not reach the graph: open the same view by its URL
+                        groups = ",".join(f"global@global:{g}" for g in ["ingestion", "features", "training", "evaluation", "serving"])
+                        page.goto(f"{base}/asset-groups/?expanded={groups}")
+                        graph = wait_for_graph(page, ASSETS)
+                    for upstream, downstream in [
+                        ("market_snapshots", "coin_features"),
+                        ("coin_features", "training_splits"),
+                        ("anomaly_detector_evaluation", "model_champions"),
+                    ]:
+                        assert graph.has_edge(upstream, downstream), f"no edge {upstream} -> {downstream}: {graph.describe()}"
+                    assert not graph.has_edge("coin_features", "market_snapshots")
+                    shot(page, "global_lineage")
 
-                # 2. coin_features -> Lineage: its nearest neighbours, with full asset cards.
-                page.goto(f"{base}/assets/coin_features")
-                page.get_by_role("tab", name="Lineage", exact=True).click()
-                graph = wait_for_graph(page, ["market_snapshots", "coin_features", "training_splits", "anomaly_scores", "volatility_forecasts"])
-                for downstream in ["training_splits", "anomaly_scores", "volatility_forecasts"]:
-                    assert graph.has_edge("coin_features", downstream), f"no edge coin_features -> {downstream}: {graph.describe()}"
-                assert graph.has_edge("market_snapshots", "coin_features"), graph.describe()
-                expect(page.get_by_text("coin_features", exact=True).first).to_be_visible()
-                shot(page, "coin_features_lineage")
+                    # 2. coin_features -> Lineage: its nearest neighbours, with full asset cards.
+                    page.goto(f"{base}/assets/coin_features")
+                    page.get_by_role("tab", name="Lineage", exact=True).click()
+                    graph = wait_for_graph(page, ["market_snapshots", "coin_features", "training_splits", "anomaly_scores", "volatility_forecasts"])
+                    for downstream in ["training_splits", "anomaly_scores", "volatility_forecasts"]:
+                        assert graph.has_edge("coin_features", downstream), f"no edge coin_features -> {downstream}: {graph.describe()}"
+                    assert graph.has_edge("market_snapshots", "coin_features"), graph.describe()
+                    expect(page.get_by_text("coin_features", exact=True).first).to_be_visible()
+                    shot(page, "coin_features_lineage")
 
-                # 3. Materialize one hourly partition of market_snapshots from its page.
-                page.goto(f"{base}/assets/market_snapshots")
-                page.locator("button", has_text="Materialize…").first.click()
-                confirm = page.get_by_role("button", name="Confirm")
-                # market_snapshots is a multi-asset: the UI asks to confirm its two sibling assets.
-                confirm.or_(page.get_by_placeholder("No matching partitions")).first.wait_for()
-                if confirm.is_visible():
-                    expect(page.get_by_text("market_quarantine")).to_be_visible()
-                    confirm.click()
-                dialog = page.get_by_role("dialog")
-                expect(dialog.get_by_text("Launch runs to materialize")).to_be_visible()
-                partitions = dialog.get_by_placeholder("No matching partitions")
-                partitions.fill(partition)
-                partitions.press("Enter")
-                expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
-                launch = dialog.locator("button", has_text="Launch 1 run")
-                expect(launch).to_be_enabled()
-                shot(page, "materialize_dialog")
-                launch.click()
-                toast = page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))
-                expect(toast).to_be_visible()
-                page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View", exact=True)).first.click()
-                page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-                run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-                expect(page.get_by_text(f"partition: {partition}").first).to_be_visible()
-                status = wait_for_run_page(page, dagster_server, run_id)
-                assert status == "Success", f"run {run_id} ended {status}\n{dagster_server.logs()}"
-                assert dagster_server.run_status(run_id) == "SUCCESS"
-                expect(page.get_by_text("market_snapshots").first).to_be_visible()
-                shot(page, "run_succeeded")
+                    # 3. Materialize one hourly partition of market_snapshots from its page.
+                    page.goto(f"{base}/assets/market_snapshots")
+                    page.locator("button", has_text="Materialize…").first.click()
+                    confirm = page.get_by_role("button", name="Confirm")
+                    # market_snapshots is a multi-asset: the UI asks to confirm its two sibling assets.
+                    confirm.or_(page.get_by_placeholder("No matching partitions")).first.wait_for()
+                    if confirm.is_visible():
+                        expect(page.get_by_text("market_quarantine")).to_be_visible()
+                        confirm.click()
+                    dialog = page.get_by_role("dialog")
+                    expect(dialog.get_by_text("Launch runs to materialize")).to_be_visible()
+                    partitions = dialog.get_by_placeholder("No matching partitions")
+                    partitions.fill(partition)
+                    partitions.press("Enter")
+                    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+                    launch = dialog.locator("button", has_text="Launch 1 run")
+                    expect(launch).to_be_enabled()
+                    shot(page, "materialize_dialog")
+                    launch.click()
+                    toast = page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))
+                    expect(toast).to_be_visible()
+                    page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View", exact=True)).first.click()
+                    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+                    run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+                    expect(page.get_by_text(f"partition: {partition}").first).to_be_visible()
+                    status = wait_for_run_page(page, dagster_server, run_id)
+                    assert status == "Success", f"run {run_id} ended {status}\n{dagster_server.logs()}"
+                    assert dagster_server.run_status(run_id) == "SUCCESS"
+                    expect(page.get_by_text("market_snapshots").first).to_be_visible()
+                    shot(page, "run_succeeded")
 
-                # 4. The new partition on the asset's Partitions tab.
-                page.goto(f"{base}/assets/market_snapshots")
-                page.get_by_role("tab", name="Partitions", exact=True).click()
-                page.get_by_placeholder("Filter by name…").fill(partition)
-                # The key shows under the health bar and in the filtered list; the list entry is the last.
-                page.get_by_text(partition, exact=True).filter(visible=True).last.click()
-                page.wait_for_url(re.compile(r"partition="))
-                expect(page.get_by_text(run_id[:8], exact=True).first).to_be_visible()
-                partition_metadata = {k: metadata_value(page, k) for k in ("dagster/row_count", "coins", "hours", "source")}
-                assert partition_metadata == {"dagster/row_count": "20", "coins": "20", "hours": "1", "source": "synthetic"}, partition_metadata
-                shot(page, "market_snapshots_partition")
+                    # 4. The new partition on the asset's Partitions tab.
+                    page.goto(f"{base}/assets/market_snapshots")
+                    page.get_by_role("tab", name="Partitions", exact=True).click()
+                    page.get_by_placeholder("Filter by name…").fill(partition)
+                    # The key shows under the health bar and in the filtered list; the list entry is the last.
+                    page.get_by_text(partition, exact=True).filter(visible=True).last.click()
+                    page.wait_for_url(re.compile(r"partition="))
+                    expect(page.get_by_text(run_id[:8], exact=True).first).to_be_visible()
+                    partition_metadata = {k: metadata_value(page, k) for k in ("dagster/row_count", "coins", "hours", "source")}
+                    assert partition_metadata == {"dagster/row_count": "20", "coins": "20", "hours": "1", "source": "synthetic"}, partition_metadata
+                    shot(page, "market_snapshots_partition")
 
-                # 5. The evaluation's quality gates on its Checks tab.
-                page.goto(f"{base}/assets/anomaly_detector_evaluation")
-                page.get_by_role("tab", name="Checks", exact=True).click()
-                statuses = {}
-                for gate in GATES:
-                    label = page.locator(f'[title="{gate}"]').first
-                    expect(label).to_be_visible()
-                    statuses[gate] = label.locator("xpath=following-sibling::span[1]").inner_text().strip()
-                print(f"[ui] anomaly_detector_evaluation gates: {statuses}")
-                assert set(statuses.values()) <= CHECK_STATUSES, statuses
-                assert all(s in ("Succeeded", "Failed") for s in statuses.values()), statuses
-                page.locator('[title="meets_metric_floor"]').first.click()
-                expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
-                expect(page.get_by_text("Evaluation result")).to_be_visible()
-                expected_result = "Passed" if statuses["meets_metric_floor"] == "Succeeded" else "Failed"
-                expect(page.get_by_text(expected_result, exact=True).first).to_be_visible()
-                expect(page.get_by_text("candidate_pr_auc", exact=True)).to_be_visible()
-                expect(page.get_by_text("floor", exact=True)).to_be_visible()
-                shot(page, "evaluation_checks")
+                    # 5. The evaluation's quality gates on its Checks tab.
+                    page.goto(f"{base}/assets/anomaly_detector_evaluation")
+                    page.get_by_role("tab", name="Checks", exact=True).click()
+                    statuses = {}
+                    for gate in GATES:
+                        label = page.locator(f'[title="{gate}"]').first
+                        expect(label).to_be_visible()
+                        statuses[gate] = label.locator("xpath=following-sibling::span[1]").inner_text().strip()
+                    print(f"[ui] anomaly_detector_evaluation gates: {statuses}")
+                    assert set(statuses.values()) <= CHECK_STATUSES, statuses
+                    assert all(s in ("Succeeded", "Failed") for s in statuses.values()), statuses
+                    page.locator('[title="meets_metric_floor"]').first.click()
+                    expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
+                    expect(page.get_by_text("Evaluation result")).to_be_visible()
+                    expected_result = "Passed" if statuses["meets_metric_floor"] == "Succeeded" else "Failed"
+                    expect(page.get_by_text(expected_result, exact=True).first).to_be_visible()
+                    expect(page.get_by_text("candidate_pr_auc", exact=True)).to_be_visible()
+                    expect(page.get_by_text("floor", exact=True)).to_be_visible()
+                    shot(page, "evaluation_checks")
 
-                # 6. The champion decision: model_champions' latest materialization metadata.
-                page.goto(f"{base}/assets/model_champions")
-                expect(page.get_by_text("Latest materialization")).to_be_visible()
-                champion = metadata_value(page, "champion_version")
-                outcome = metadata_value(page, "outcome")
-                reason = metadata_value(page, "reason")
-                model = metadata_value(page, "model_name")
-                print(f"[ui] model_champions: {model} champion {champion}, {outcome}: {reason}")
-                assert re.fullmatch(r"v\d+|none", champion), champion
-                assert outcome in OUTCOMES, outcome
-                assert model in ("anomaly_detector", "volatility_model"), model
-                assert reason, "empty reason"
-                shot(page, "model_champions")
-                # Further down: the model's last decisions (registry.promotion_events), newest first.
-                decisions = metadata_value(page, "recent_decisions")
-                assert outcome in decisions and reason in decisions, decisions
-                page.get_by_text("recent_decisions", exact=True).first.scroll_into_view_if_needed()
-                shot(page, "model_champions_decisions")
+                    # 6. The champion decision: model_champions' latest materialization metadata.
+                    page.goto(f"{base}/assets/model_champions")
+                    expect(page.get_by_text("Latest materialization")).to_be_visible()
+                    champion = metadata_value(page, "champion_version")
+                    outcome = metadata_value(page, "outcome")
+                    reason = metadata_value(page, "reason")
+                    model = metadata_value(page, "model_name")
+                    print(f"[ui] model_champions: {model} champion {champion}, {outcome}: {reason}")
+                    assert re.fullmatch(r"v\d+|none", champion), champion
+                    assert outcome in OUTCOMES, outcome
+                    assert model in ("anomaly_detector", "volatility_model"), model
+                    assert reason, "empty reason"
+                    shot(page, "model_champions")
+                    # Further down: the model's last decisions (registry.promotion_events), newest first.
+                    decisions = " ".join(metadata_value(page, "recent_decisions").split())
+                    assert outcome in decisions and " ".join(reason.split()) in decisions, decisions
+                    page.get_by_text("recent_decisions", exact=True).first.scroll_into_view_if_needed()
+                    shot(page, "model_champions_decisions")
+                except BaseException:
+                    failure = folder / "99_failure.png"
+                    page.screenshot(path=str(failure))
+                    print(f"[ui] failed at {page.url}; screenshot {failure}")
+                    raise
             finally:
                 context.close()
     finally:

@@ -4,7 +4,6 @@ Adding a model is one ``ModelFamily`` in ``crypto_assets/models.py``; this modul
 assets. Quality gates are blocking checks on the evaluation; promotion reads their results.
 """
 
-import json
 from datetime import datetime, timezone
 
 import dagster as dg

@@ -13,11 +13,11 @@ import duckdb
 import pandas as pd
 from pydantic import Field, model_validator
 
-from crypto_assets.feature_spec import FEATURE_NAMES, LABEL_HORIZON_HOURS
+from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, replace_window, transaction
+from crypto_assets.warehouse import Warehouse, transaction
 
 SPLITS_KEY = dg.AssetKey("training_splits")
 NO_OVERLAP_CHECK = "train_holdout_disjoint"
