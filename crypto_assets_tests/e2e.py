@@ -44,6 +44,8 @@ SERVER_START_TIMEOUT_S = 180.0
 SERVER_STOP_TIMEOUT_S = 20.0
 CODE_LOCATION = "crypto_assets.definitions"
 HOUR_FMT = "%Y-%m-%d-%H:%M"
+# Talk to 127.0.0.1 directly, whatever proxy the environment configures.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def quickstart_days() -> int:
@@ -107,7 +109,7 @@ class DagsterServer:
         """POST a GraphQL query to the server; return ``data`` or raise with the errors."""
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _LOCAL.open(request, timeout=timeout) as response:
             payload = json.loads(response.read())
         if payload.get("errors"):
             raise ServerError(f"GraphQL errors: {json.dumps(payload['errors'])[:2000]}")
@@ -128,19 +130,6 @@ class DagsterServer:
         if run["__typename"] != "Run":
             raise ServerError(f"run {run_id}: {run}")
         return run["status"]
-
-    def wait_for_run(self, run_id: str, timeout: float = 240.0) -> str:
-        """Poll the run's status until it is finished; return it (SUCCESS, FAILURE or CANCELED)."""
-        deadline = time.monotonic() + timeout
-        status = "?"
-        while time.monotonic() < deadline:
-            status = self.run_status(run_id)
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                return status
-            if not self.alive():
-                raise ServerError(f"dagster dev exited while run {run_id} was {status}\n{self.logs()}")
-            time.sleep(1.0)
-        raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f}s\n{self.logs()}")
 
 
 def e2e_environment(root: Path, partitions_start: str) -> dict[str, str]:
@@ -200,7 +189,7 @@ def start_server(server: DagsterServer) -> None:
         if not server.alive():
             raise ServerError(f"dagster dev exited with {server.process.returncode}\n{server.logs()}")
         try:
-            with urllib.request.urlopen(f"{server.url}/server_info", timeout=5) as response:
+            with _LOCAL.open(f"{server.url}/server_info", timeout=5) as response:
                 json.loads(response.read())
             entries = server.graphql(WORKSPACE_QUERY, timeout=10)["workspaceOrError"].get("locationEntries", [])
             entry = next((e for e in entries if e["name"] == CODE_LOCATION), None)
@@ -293,12 +282,21 @@ def dagster_server(tmp_path_factory) -> DagsterServer:
     server.populated = (started_at, datetime.now(timezone.utc))
     print(f"\n[e2e] quickstart --days {quickstart_days()} into {root} took {seconds:.0f}s")
     started = time.monotonic()
+    # HTTP clients in this process (requests, under DagsterGraphQLClient) must not proxy 127.0.0.1.
+    saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")}
+    for key in saved:
+        os.environ[key] = ",".join(filter(None, [os.environ.get(key), HOST, "localhost"]))
     try:
         start_server(server)
         print(f"[e2e] dagster dev ready on {server.url} in {time.monotonic() - started:.0f}s (log: {server.log_path})")
         yield server
     finally:
         stop_server(server)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -32,6 +32,10 @@ def test_promotion_sensor_requests_one_gate_run_per_completed_evaluation(prepare
     with prepared_warehouse.connect() as conn:
         assert registry.champion(conn, "anomaly_detector").version_id == "v1"
 
+    # A sensor starting from scratch (a new deployment) does not decide the same evaluation twice.
+    fresh = champion_promotion_sensor(dg.build_sensor_context(instance=instance))
+    assert not fresh.run_requests
+
 
 class _Capture(BaseHTTPRequestHandler):
     received: list[dict] = []

@@ -66,6 +66,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--no-proxy-server",
 ]
 VIEWPORT = {"width": 1600, "height": 1000}
 STEP_TIMEOUT_MS = 30_000

@@ -3,7 +3,7 @@
 # at /usr/bin/chromium. Playwright's own browser download is not used; the test drives this
 # Chromium through the Python `playwright` package. Idempotent: does nothing when it is present.
 set -euo pipefail
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+CHROMIUM=/usr/bin/chromium
 if [ -x "$CHROMIUM" ]; then
   exit 0
 fi
@@ -11,11 +11,10 @@ if ! command -v apt-get >/dev/null 2>&1; then
   echo "install_browser.sh: $CHROMIUM is missing and apt-get is unavailable; install Chromium yourself" >&2
   exit 1
 fi
-SUDO=""
+SUDO=()
 if [ "$(id -u)" != "0" ]; then
-  SUDO="sudo"
+  SUDO=(sudo)
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
 "$CHROMIUM" --version

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The browser test drives Debian's Chromium; without it (no root, no apt) that test skips with a reason.
+bash scripts/install_browser.sh || echo "Chromium could not be installed: the browser test will be skipped" >&2
 exec .venv/bin/python -m pytest crypto_assets_tests "$@"

@@ -51,11 +51,9 @@ def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: 
     results: dict[str, bool | None] = {}
     for key in gate_check_keys(FAMILIES_BY_NAME[model_name]):
         records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
-        record = next((r for r in records if r.run_id == run_id), None)
-        if record is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
-            results[key.name] = None
-        else:
-            results[key.name] = record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+        # A run can hold a planned record and an evaluated one for the same check: take the evaluated one.
+        completed = [r for r in records if r.run_id == run_id and r.status != AssetCheckExecutionRecordStatus.PLANNED]
+        results[key.name] = completed[0].status == AssetCheckExecutionRecordStatus.SUCCEEDED if completed else None
     return results
 
 
@@ -199,6 +197,7 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
             "to_version": event["to_version"] or "none",
             "champion_version": (event["to_version"] if event["outcome"] != "refused" else event["from_version"]) or "none",
             "reason": event["reason"],
+            "evaluation_run_id": config.evaluation_run_id or "none",
             "gate_results": markdown_preview(pd.DataFrame([{"gate": k, "passed": v} for k, v in gates.items()]))
             if gates and all(isinstance(v, bool) for v in gates.values())
             else dg.MetadataValue.json(gates),
@@ -239,6 +238,12 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
     """
     requests: list[dg.RunRequest] = []
     cursor = dict(cursor)
+    # Evaluations already decided (by this sensor, or by the quickstart running the same job).
+    decided = {
+        r.asset_materialization.metadata["evaluation_run_id"].value
+        for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
+        if "evaluation_run_id" in r.asset_materialization.metadata
+    }
     for family in MODEL_FAMILIES:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=evaluation_key(family), after_storage_id=cursor.get(family.name)),
@@ -250,6 +255,9 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
             if any(v is None for v in gates.values()):
                 break
             split_id = record.partition_key
+            cursor[family.name] = record.storage_id
+            if record.run_id in decided:
+                continue
             requests.append(
                 dg.RunRequest(
                     run_key=f"{family.name}:{record.run_id}:{split_id}",
@@ -261,5 +269,4 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
                     tags={"crypto_assets/trigger": "sensor", "crypto_assets/model": family.name},
                 )
             )
-            cursor[family.name] = record.storage_id
     return requests, cursor
