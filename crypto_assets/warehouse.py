@@ -92,10 +92,16 @@ def replace_window(
     deleted = conn.execute(
         f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?", [utc_naive(start), utc_naive(end)]
     ).fetchone()[0]
-    if not frame.empty:
-        conn.register("_incoming", frame)
-        try:
-            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-        finally:
-            conn.unregister("_incoming")
+    insert_frame(conn, table, frame)
     return int(deleted)
+
+
+def insert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Append ``frame``'s rows to ``table``, matching columns by name (``table`` is a code constant)."""
+    if frame.empty:
+        return
+    conn.register("_incoming", frame)
+    try:
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+    finally:
+        conn.unregister("_incoming")

@@ -30,7 +30,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
 from crypto_assets.registry import champion_split_ids
-from crypto_assets.warehouse import Warehouse, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 FEATURE_DRIFT_KEY = dg.AssetKey("feature_drift")
 DRIFT_SHARE_CHECK = "drift_share_below_threshold"
@@ -280,12 +280,8 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     with warehouse.connect() as conn, transaction(conn):
         conn.execute("DELETE FROM ml.feature_drift WHERE split_id = ?", [split_id])
         conn.execute("DELETE FROM ml.drift_summaries WHERE split_id = ?", [split_id])
-        for table, frame in (("ml.feature_drift", feature_rows), ("ml.drift_summaries", summaries)):
-            conn.register("_drift_rows", frame)
-            try:
-                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _drift_rows")
-            finally:
-                conn.unregister("_drift_rows")
+        insert_frame(conn, "ml.feature_drift", feature_rows)
+        insert_frame(conn, "ml.drift_summaries", summaries)
 
     main = results[split_id]
     main_path = paths[HOLDOUT_VS_TRAIN]

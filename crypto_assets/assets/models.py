@@ -17,7 +17,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.models import MODEL_FAMILIES, GateConfig, ModelFamily, scoring_latency_ms_per_1000
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 # Gate (blocking check) names, the same for every model family.
 FLOOR_GATE = "meets_metric_floor"
@@ -149,10 +149,7 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
             result = evaluate(family, config, holdout, candidate, candidate_model, champion, champion_model)
             with transaction(conn):
                 conn.execute("DELETE FROM ml.model_evaluations WHERE model_name = ? AND split_id = ?", [family.name, split_id])
-                if not result["rows"].empty:
-                    conn.register("_evaluation_rows", result["rows"].assign(model_name=family.name, split_id=split_id))
-                    conn.execute("INSERT INTO ml.model_evaluations BY NAME SELECT * FROM _evaluation_rows")
-                    conn.unregister("_evaluation_rows")
+                insert_frame(conn, "ml.model_evaluations", result["rows"].assign(model_name=family.name, split_id=split_id))
         return dg.MaterializeResult(metadata=result["metadata"], check_results=result["checks"])
 
     return _evaluation

@@ -13,7 +13,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.models import FAMILIES_BY_NAME, ModelFamily
 from crypto_assets.partitions import hourly_partitions
-from crypto_assets.warehouse import Warehouse, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 SCORE_TABLES = {"anomaly_detector": "anomaly_scores", "volatility_model": "volatility_forecasts"}
 OUTCOMES_KEY = dg.AssetKey("prediction_outcomes")
@@ -71,10 +71,7 @@ def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefini
                     "DELETE FROM serving.model_scores WHERE model_name = ? AND partition_hour >= ? AND partition_hour < ?",
                     [family.name, utc_naive(window.start), utc_naive(window.end)],
                 )
-                if not rows.empty:
-                    conn.register("_scores", rows)
-                    conn.execute("INSERT INTO serving.model_scores BY NAME SELECT * FROM _scores")
-                    conn.unregister("_scores")
+                insert_frame(conn, "serving.model_scores", rows)
         top = rows.merge(features[["coin_id", "partition_hour", "symbol"]]).sort_values("score", ascending=False)
         yield dg.MaterializeResult(
             metadata={

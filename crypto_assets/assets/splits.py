@@ -17,7 +17,7 @@ from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 SPLITS_KEY = dg.AssetKey("training_splits")
 NO_OVERLAP_CHECK = "train_holdout_disjoint"
@@ -134,13 +134,8 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
         with transaction(conn):
             conn.execute("DELETE FROM ml.training_splits WHERE split_id = ?", [split_id])
             conn.execute("DELETE FROM ml.split_summaries WHERE split_id = ?", [split_id])
-            if not split_rows.empty:
-                conn.register("_split_rows", split_rows)
-                conn.execute("INSERT INTO ml.training_splits BY NAME SELECT * FROM _split_rows")
-                conn.unregister("_split_rows")
-            conn.register("_summary", pd.DataFrame([summary]))
-            conn.execute("INSERT INTO ml.split_summaries BY NAME SELECT * FROM _summary")
-            conn.unregister("_summary")
+            insert_frame(conn, "ml.training_splits", split_rows)
+            insert_frame(conn, "ml.split_summaries", pd.DataFrame([summary]))
         checks = split_checks(conn, split_id, config)
 
     train, holdout = kept[kept["part"] == "train"], kept[kept["part"] == "holdout"]
