@@ -247,7 +247,7 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     # market_snapshots is a multi-asset: the UI asks to confirm its two sibling assets.
                     confirm.or_(page.get_by_placeholder("No matching partitions")).first.wait_for()
                     if confirm.is_visible():
-                        expect(page.get_by_text("market_quarantine")).to_be_visible()
+                        expect(page.get_by_text("market_quarantine").filter(visible=True).first).to_be_visible()
                         confirm.click()
                     dialog = page.get_by_role("dialog")
                     expect(dialog.get_by_text("Launch runs to materialize")).to_be_visible()
@@ -295,17 +295,17 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     assert set(statuses.values()) <= CHECK_STATUSES, statuses
                     assert all(s in ("Succeeded", "Failed") for s in statuses.values()), statuses
                     page.locator('[title="meets_metric_floor"]').first.click()
-                    expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
-                    expect(page.get_by_text("Evaluation result")).to_be_visible()
+                    expect(page.get_by_text("This is a blocking asset check.").filter(visible=True).first).to_be_visible()
+                    expect(page.get_by_text("Evaluation result").filter(visible=True).first).to_be_visible()
                     expected_result = "Passed" if statuses["meets_metric_floor"] == "Succeeded" else "Failed"
                     expect(page.get_by_text(expected_result, exact=True).first).to_be_visible()
-                    expect(page.get_by_text("candidate_pr_auc", exact=True)).to_be_visible()
-                    expect(page.get_by_text("floor", exact=True)).to_be_visible()
+                    expect(page.get_by_text("candidate_pr_auc", exact=True).filter(visible=True).first).to_be_visible()
+                    expect(page.get_by_text("floor", exact=True).filter(visible=True).first).to_be_visible()
                     shot(page, "evaluation_checks")
 
                     # 6. The champion decision: model_champions' latest materialization metadata.
                     page.goto(f"{base}/assets/model_champions")
-                    expect(page.get_by_text("Latest materialization")).to_be_visible()
+                    expect(page.get_by_text("Latest materialization").filter(visible=True).first).to_be_visible()
                     champion = metadata_value(page, "champion_version")
                     outcome = metadata_value(page, "outcome")
                     reason = metadata_value(page, "reason")
