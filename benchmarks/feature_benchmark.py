@@ -49,7 +49,8 @@ def sql_features(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
         "start": utc_naive(start),
         "end": utc_naive(end),
     }
-    return conn.execute(FEATURES_SQL, params).df()
+    # Through Arrow: DuckDB's .df() spends seconds converting 876,000 wide rows; Arrow takes a fraction.
+    return conn.sql(FEATURES_SQL, params=params).to_arrow_table().to_pandas()
 
 
 def compare(sql: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

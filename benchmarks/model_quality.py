@@ -1,20 +1,25 @@
-"""Holdout quality of the models against their baselines, on the synthetic market or replayed files.
+"""Out-of-time quality of the models against every baseline, and how often the gates would promote.
 
-    python -m benchmarks.model_quality --source synthetic --start 2026-02-01 --days 4 --holdout-hours 168 --every 7
-    python -m benchmarks.model_quality --source csv --start 2021-03-01 --days 4 --holdout-hours 168 --every 7
+    python -m benchmarks.model_quality --source synthetic --start 2026-09-01 --days 20 --every 1 --json
+    python -m benchmarks.model_quality --source csv --start 2021-01-04 --days 8 --every 7 --evaluation-days 28 --json
 
-Materializes snapshots, features and labels through the real assets into a temporary DuckDB file,
-then for ``--days`` split days (``--every`` days apart, after enough history for the first split)
-builds the split with ``--holdout-hours`` of holdout, trains both candidates and evaluates them
-(no champion, so each split is judged on its own). With 1% anomalies and only four coins in the
-replayed files, a one-day holdout rarely contains one: use a week. Prints PR-AUC per
-day for the detector vs its z-score baseline and the volatility model vs persistence, and the
-mean over days. CSV replay gets labeled anomalies injected (seed 7, 1% of coin-hours).
+Materializes snapshots, features and labels through the real assets into a temporary DuckDB file
+(one single-run backfill from ``--history-days`` before the first evaluated day), then for each of
+``--days`` split days (``--every`` days apart, the first on ``--start``) materializes the split,
+both candidates (walk-forward over the ``--evaluation-days`` ending with the day, then the refit)
+and their evaluations, with no champion, so each day is judged on its own. Prints one row per day
+and model: the pooled out-of-time PR-AUC of the candidate and of each baseline, the lower bound of
+the 90% block-bootstrap interval of each difference, the positives, and whether every gate passed
+(would promote). Then the means over days; with ``--json`` one final JSON line.
+
+CSV replay has labeled anomalies injected (the source's seed and rate); with only four coins,
+a window of several weeks holds enough of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -22,77 +27,125 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
+BASELINES = {"volatility_model": ("persistence", "har"), "anomaly_detector": ("zscore",)}
 
-def main(argv: list[str] | None = None) -> None:
+
+def _value(metadata: dict, key: str, default=math.nan):
+    entry = metadata.get(key)
+    return entry.value if entry is not None else default
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Means over the evaluated days, per model: PR-AUC, baselines' PR-AUC, ratios, days ahead, promote share, positives."""
+    models = {}
+    for name, baselines in BASELINES.items():
+        mine = [r for r in rows if r["model"] == name and not math.isnan(r["pr_auc"])]
+        if not mine:
+            continue
+        mean = sum(r["pr_auc"] for r in mine) / len(mine)
+        summary = {
+            "pr_auc": round(mean, 4), "days": len(mine),
+            "promote_share": round(sum(r["promote"] for r in mine) / len(mine), 3),
+            "positives_mean": round(sum(r["positives"] for r in mine) / len(mine), 1),
+            "positives_min": min(r["positives"] for r in mine),
+            "baselines": {},
+        }
+        for baseline in baselines:
+            other = sum(r[f"{baseline}_pr_auc"] for r in mine) / len(mine)
+            summary["baselines"][baseline] = {
+                "pr_auc": round(other, 4), "ratio": round(mean / other, 3) if other else None,
+                "days_ahead": sum(r["pr_auc"] > r[f"{baseline}_pr_auc"] for r in mine),
+                "days_credibly_ahead": sum(r[f"{baseline}_ci_low"] > 0 for r in mine),
+            }
+        models[name] = summary
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=["synthetic", "csv"], default="synthetic")
-    parser.add_argument("--start", default="2026-02-01", help="first day of ingested data (YYYY-MM-DD)")
-    parser.add_argument("--days", type=int, default=7, help="how many split days to evaluate")
+    parser.add_argument("--start", default="2026-09-01", help="first evaluated split day (YYYY-MM-DD)")
+    parser.add_argument("--days", type=int, default=20, help="how many split days to evaluate")
     parser.add_argument("--every", type=int, default=1, help="days between evaluated split days")
-    parser.add_argument("--holdout-hours", type=int, default=24, help="holdout length of each split")
+    parser.add_argument("--evaluation-days", type=int, default=7, help="days of each split's walk-forward evaluation window")
+    parser.add_argument("--history-days", type=int, default=None,
+                        help="days of data before the first split day (default: the longest train_days, the window and the feature lookback)")
+    parser.add_argument("--coins", type=int, default=20, help="synthetic universe size")
     parser.add_argument("--csv-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "market"))
+    parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
+    if args.days < 1 or args.every < 1:
+        parser.error("--days and --every must be at least 1")
+
+    first_day = date.fromisoformat(args.start)
+    history = args.history_days if args.history_days is not None else 60 + args.evaluation_days + 10
+    data_start = first_day - timedelta(days=history)
     # Partitions are defined at import time, so their start must be set before importing the project.
-    os.environ["CRYPTO_ASSETS_PARTITIONS_START"] = args.start
+    os.environ["CRYPTO_ASSETS_PARTITIONS_START"] = data_start.isoformat()
 
     import dagster as dg
 
-    from crypto_assets.assets import features, ingestion, models, splits
-    from crypto_assets.resources import CsvMarketConfig, MarketSource
+    import crypto_assets.definitions  # noqa: F401 - what a run worker loads (Dagster's backfill settings)
+    from crypto_assets.assets import candidates, evaluations, features, ingestion, splits
+    from crypto_assets.resources import CsvMarketConfig, MarketSource, SyntheticMarketConfig
+    from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
-    first_day = date.fromisoformat(args.start)
-    # The first split needs its holdout, the embargo and 14 days of training history.
-    lead_days = 15 + -(-args.holdout_hours // 24)
-    eval_days = [first_day + timedelta(days=lead_days + i * args.every) for i in range(args.days)]
-    split_config = {"ops": {"training_splits": {"config": {"holdout_hours": args.holdout_hours}}}}
-    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[args.csv_path])) if args.source == "csv" else MarketSource()
+    days = [first_day + timedelta(days=i * args.every) for i in range(args.days)]
+    source = (MarketSource(kind="csv", csv=CsvMarketConfig(paths=[args.csv_path])) if args.source == "csv"
+              else MarketSource(synthetic=SyntheticMarketConfig(universe_size=args.coins)))
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
     resources = {"warehouse": Warehouse(database=str(database)), "market_source": source}
-    rows: list[tuple[str, str, float, float, int]] = []
+    split_config = {"ops": {"training_splits": {"config": {"evaluation_days": args.evaluation_days}}}}
+    rows: list[dict] = []
     with dg.DagsterInstance.ephemeral() as instance:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={
-                "dagster/asset_partition_range_start": f"{first_day:%Y-%m-%d}-00:00",
-                "dagster/asset_partition_range_end": f"{eval_days[-1]:%Y-%m-%d}-23:00",
-            },
+            instance=instance, resources=resources, raise_on_error=False,
+            tags=partition_range_tags(data_start.isoformat(), (days[-1] + timedelta(days=1)).isoformat()),
         )
         if not hourly.success:
             sys.exit("ingestion failed; see the log above")
-        for day in eval_days:
-            key = f"{day:%Y-%m-%d}"
+        for day in days:
+            key = day.isoformat()
             # Blocking gates may fail a run; the evaluation is still recorded, which is all we read.
             result = dg.materialize(
-                [splits.training_splits, *models.candidate_assets, *models.evaluation_assets],
+                [splits.training_splits, *candidates.candidate_assets, *evaluations.evaluation_assets],
                 instance=instance, resources=resources, partition_key=key, raise_on_error=False, run_config=split_config,
             )
-            for name in ("anomaly_detector", "volatility_model"):
+            for name, baselines in BASELINES.items():
                 found = result.asset_materializations_for_node(f"{name}_evaluation")
                 meta = found[0].metadata if found else {}
-                rows.append((
-                    key, name,
-                    meta["candidate_pr_auc"].value if "candidate_pr_auc" in meta else math.nan,
-                    meta["baseline_pr_auc"].value if "baseline_pr_auc" in meta else math.nan,
-                    meta["holdout_positives"].value if "holdout_positives" in meta else 0,
-                ))
+                row = {
+                    "day": key, "model": name, "pr_auc": _value(meta, "candidate_pr_auc"),
+                    "positives": int(_value(meta, "evaluation_positives", 0)),
+                    "promote": _value(meta, "gates_failed", "missing") == "none",
+                    "gates_failed": _value(meta, "gates_failed", "not evaluated"),
+                }
+                for baseline in baselines:
+                    row[f"{baseline}_pr_auc"] = _value(meta, f"{baseline}_pr_auc")
+                    ci = _value(meta, f"vs_{baseline}_ci", "[nan, nan]")
+                    row[f"{baseline}_ci_low"] = float(ci.strip("[]").split(",")[0])
+                rows.append(row)
 
-    print(f"\nsource={args.source}, split days {eval_days[0]} .. {eval_days[-1]} every {args.every} day(s), holdout {args.holdout_hours}h")
-    print(f"{'day':<12}{'model':<18}{'model PR-AUC':>14}{'baseline PR-AUC':>17}{'positives':>11}")
-    for day, name, model_auc, base_auc, positives in rows:
-        print(f"{day:<12}{name:<18}{model_auc:>14.4f}{base_auc:>17.4f}{positives:>11}")
-    for name, baseline in (("anomaly_detector", "z-score baseline"), ("volatility_model", "persistence")):
-        scored = [r for r in rows if r[1] == name and not math.isnan(r[2]) and not math.isnan(r[3])]
-        if scored:
-            model_mean = sum(r[2] for r in scored) / len(scored)
-            base_mean = sum(r[3] for r in scored) / len(scored)
-            ahead = sum(r[2] > r[3] for r in scored)
-            print(f"mean over {len(scored)} day(s): {name} PR-AUC {model_mean:.4f} vs {baseline} {base_mean:.4f} "
-                  f"(model ahead on {ahead}/{len(scored)} days)")
+    print(f"\nsource={args.source}, split days {days[0]} .. {days[-1]} every {args.every} day(s), "
+          f"walk-forward window {args.evaluation_days} days, no champion (each day judged on its own)")
+    print(f"{'day':<12}{'model':<18}{'PR-AUC':>8}  {'baselines: PR-AUC (CI low of the difference)':<52}{'positives':>10}  promote")
+    for r in rows:
+        others = "  ".join(f"{b} {r[f'{b}_pr_auc']:.3f} ({r[f'{b}_ci_low']:+.3f})" for b in BASELINES[r["model"]])
+        verdict = "yes" if r["promote"] else f"no: {r['gates_failed']}"
+        print(f"{r['day']:<12}{r['model']:<18}{r['pr_auc']:>8.3f}  {others:<52}{r['positives']:>10}  {verdict}")
+    summary = summarize(rows)
+    for name, s in summary.items():
+        ratios = ", ".join(f"{b} {v['pr_auc']:.3f} ({v['ratio']}x, ahead {v['days_ahead']}/{s['days']}, credibly {v['days_credibly_ahead']})"
+                           for b, v in s["baselines"].items())
+        print(f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
+              f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}")
+    if args.json:
+        print(json.dumps({"source": args.source, "start": args.start, "every": args.every,
+                          "evaluation_days": args.evaluation_days, "models": summary}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

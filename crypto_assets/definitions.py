@@ -4,15 +4,20 @@ import warnings
 
 import dagster as dg
 
+from crypto_assets.instance import apply_dagster_env_defaults
+
 # Single-run backfills and partition mappings into the future are marked beta; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from crypto_assets.assets import drift, features, ingestion, models, promotion, serving, splits  # noqa: E402
+# Settings Dagster reads from the environment when it creates and runs a backfill (see there).
+apply_dagster_env_defaults()
+
+from crypto_assets.assets import candidates, drift, evaluations, features, ingestion, promotion, serving, splits  # noqa: E402
 from crypto_assets.jobs import jobs, schedules  # noqa: E402
 from crypto_assets.resources import build_resources  # noqa: E402
 from crypto_assets.sensors import sensors  # noqa: E402
 
-_modules = [ingestion, features, splits, drift, models, promotion, serving]
+_modules = [ingestion, features, splits, drift, candidates, evaluations, promotion, serving]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),
@@ -21,4 +26,7 @@ defs = dg.Definitions(
     schedules=schedules,
     sensors=sensors,
     resources=build_resources(),
+    # Every step reads or writes the one DuckDB file, which takes one writer at a time: steps run
+    # one after another in the run's own process (no process per step to start and load).
+    executor=dg.in_process_executor,
 )

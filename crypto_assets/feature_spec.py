@@ -18,7 +18,7 @@ LOOKBACK_HOURS = 200  # every feature window fits inside this many hours before 
 FEATURES_SQL = resources.files("crypto_assets").joinpath("sql/coin_features.sql").read_text()
 LABELS_SQL = resources.files("crypto_assets").joinpath("sql/coin_labels.sql").read_text()
 
-# name -> description. Order is the model's input order.
+# name -> description. Order is the table's column order.
 FEATURES: dict[str, str] = {
     "ret_1h": "Log return over the last hour.",
     "ret_4h": "Log return over the last 4 hours.",
@@ -26,9 +26,24 @@ FEATURES: dict[str, str] = {
     "rv_6h": "Realized volatility: root mean square of hourly log returns over 6 hours.",
     "rv_24h": "Realized volatility over 24 hours.",
     "rv_72h": "Realized volatility over 72 hours.",
+    "rv_168h": "Realized volatility over 168 hours (a week).",
     "rv_ratio_6h_72h": "Short over long realized volatility (regime change when far from 1).",
-    "rv_6h_vs_p90_168h": "6h realized volatility over the 90th percentile of its own values in the past 168 hours.",
+    "rv_6h_vs_p90_168h": "6h realized volatility over the 90th percentile of its own values in the past 168 hours (the spike threshold).",
+    "rv_1h_vs_p90_168h": "Absolute last-hour return over the spike threshold (HAR's hourly component).",
+    "rv_24h_vs_p90_168h": "24h realized volatility over the spike threshold (HAR's daily component).",
+    "rv_168h_vs_p90_168h": "168h realized volatility over the spike threshold (HAR's weekly component).",
+    "parkinson_6h_vs_p90_168h": "Parkinson range volatility over 6 hours (from high and low) over the spike threshold; NULL without high/low.",
+    "garman_klass_24h_vs_p90_168h": "Garman-Klass volatility over 24 hours (from open, high, low, close) over the spike threshold; NULL without OHLC.",
+    "vol_of_vol_72h": "Volatility of volatility: standard deviation over mean of rv_6h in the past 72 hours.",
+    "hours_since_spike": "Hours since rv_6h last exceeded the spike threshold (0 = now), 25 when not in the past 24 hours.",
+    "market_rv_6h_vs_p90_168h": "Mean of rv_6h_vs_p90_168h across coins that hour (market-wide volatility).",
+    "rv_24h_vs_market": "rv_24h over its median across coins that hour: the coin's own volatility regime, apart from the market's.",
+    "leader_rv_6h_vs_p90_168h": "rv_6h_vs_p90_168h of the largest coin that hour (by market cap, else by quote volume).",
     "ret_zscore_24h": "Last hour's return divided by the realized volatility of the 24 hours before it.",
+    "ret_robust_z_168h": "Last hour's return over 1.4826 x the median absolute hourly return of the 168 hours before it.",
+    "max_abs_ret_zscore_6h": "Largest |ret_zscore_24h| in the last 6 hours.",
+    "reversal_1h": "-(this hour's return x the previous hour's) over the squared 24h volatility before: large after a jump that reverts.",
+    "unchanged_price_6h": "Hours among the last 6 whose price equals the hour before (a stale feed repeats it).",
     "rsi_14": "RSI over 14 hourly changes, with simple averages (Cutler), 0-100.",
     "macd_line": "MACD(12, 26) line divided by price: (EMA12 - EMA26) / price.",
     "macd_signal": "EMA(9) of the MACD line.",
@@ -39,10 +54,19 @@ FEATURES: dict[str, str] = {
     "ema_12_26_ratio": "EMA(12) over EMA(26).",
     "momentum_12h": "Price change over 12 hours, divided by the 24-hour average price.",
     "roc_12h": "Rate of change over 12 hours, in percent.",
-    "volume_zscore_24h": "Log volume against the mean and deviation of the 24 hours before it.",
-    "volume_zscore_168h": "Log volume against the mean and deviation of the 168 hours before it.",
+    "volume_zscore_24h": "ln(1 + volume) against the mean and deviation of the 24 hours before it.",
+    "volume_zscore_168h": "ln(1 + volume) against the mean and deviation of the 168 hours before it.",
+    "volume_vs_median_168h": "ln(1 + volume) minus its median over the 168 hours before (log ratio to the typical hour).",
+    "volume_without_move": "volume_zscore_24h minus |ret_zscore_24h|: volume that did not move the price.",
+    "unchanged_volume_6h": "Hours among the last 6 whose volume equals the hour before (a stale feed repeats it).",
+    "market_volume_zscore_24h": "Mean of volume_zscore_24h across coins that hour (market-wide volume surprise).",
+    "volume_zscore_vs_market": "volume_zscore_24h minus the market's: volume surprise of this coin alone.",
+    "volume_vs_24h_ago": "ln(1 + volume) minus its value 24 hours before (the same hour of day: no intraday seasonality).",
+    "market_volume_vs_24h_ago": "Mean of volume_vs_24h_ago across coins that hour (market-wide volume build-up).",
     "hl_range": "High minus low over price, where the source reports high and low.",
+    "hl_range_vs_median_168h": "hl_range over its median in the 168 hours before.",
     "ret_1h_vs_market": "Last hour's return minus the median return across coins that hour.",
+    "ret_1h_vs_market_zscore": "ret_1h_vs_market over rv_24h: the coin's own move, in its daily volatility.",
     "ret_1h_rank": "Percentile rank of the last hour's return across coins that hour (0-1).",
     "volume_rank": "Percentile rank of volume across coins that hour (0-1).",
     "hour_sin": "Hour of day, cyclic encoding (sine).",
@@ -58,11 +82,27 @@ FLAGS: dict[str, str] = {
 
 FEATURE_NAMES = list(FEATURES)
 
-# Calendar encodings describe the hour, not the market. With a few weeks of history each weekday
-# appears only a handful of times, and models learn which days happened to be stormy, so models
-# train on the market features only; the calendar columns stay available for analysis and drift.
-CALENDAR_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
-MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in CALENDAR_FEATURES]
+# What each model reads, in its input order. Day-of-week encodings stay out of every model: with
+# weeks of history each weekday appears a handful of times and a model would learn which days
+# happened to be stormy. The hour of day stays in the volatility model: intraday seasonality of
+# volatility is real and every hour appears every day.
+VOLATILITY_MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in ("dow_sin", "dow_cos")]
+# The anomaly detector isolates hours that are extreme against the coin's own history: jumps and
+# reversals, volume without a move, stale feeds, ranges out of proportion.
+# Moves are taken relative to the market, so a market-wide storm is not an anomaly of every coin.
+ANOMALY_DETECTOR_FEATURES = [
+    "ret_robust_z_168h", "max_abs_ret_zscore_6h", "reversal_1h", "ret_1h_vs_market_zscore",
+    "unchanged_price_6h", "unchanged_volume_6h", "volume_zscore_vs_market", "volume_vs_median_168h",
+    "volume_without_move", "hl_range_vs_median_168h",
+]
+# The HAR baseline (Corsi 2009): hourly, 6-hour, daily and weekly realized volatility components.
+HAR_FEATURES = ["rv_1h_vs_p90_168h", "rv_6h_vs_p90_168h", "rv_24h_vs_p90_168h", "rv_168h_vs_p90_168h"]
+# Drift compares the features the models read.
+DRIFT_FEATURES = [name for name in FEATURE_NAMES if name not in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")]
+
+for _name in {*VOLATILITY_MODEL_FEATURES, *ANOMALY_DETECTOR_FEATURES, *HAR_FEATURES, *DRIFT_FEATURES}:
+    if _name not in FEATURES:
+        raise ValueError(f"feature {_name!r} is used by a model but missing from the feature spec")
 
 FEATURE_SPEC_VERSION = hashlib.sha256(
     (FEATURES_SQL + json.dumps([FEATURES, FLAGS], sort_keys=True)).encode()

@@ -1,23 +1,24 @@
 """Jobs and schedules: what runs, and when."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from crypto_assets.assets.promotion import champion_gate_job, promote_model_job, rollback_model_job
 from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
+from crypto_assets.partitions import DAY_FMT
 
 hourly_ingest_and_score_job = dg.define_asset_job(
     "hourly_ingest_and_score_job",
     selection=dg.AssetSelection.groups("ingestion")
     | dg.AssetSelection.assets("coin_features", "anomaly_scores", "volatility_forecasts"),
-    description="Ingest an hour of market snapshots, compute its features and score it with the current champions.",
+    description="Ingest the day's market snapshots so far, compute their features and score them with the current champions.",
 )
 
 hourly_labels_job = dg.define_asset_job(
     "hourly_labels_job",
     selection=dg.AssetSelection.assets("coin_labels", "prediction_outcomes"),
-    description="Label an hour once its 6-hour horizon has been observed, and score the forecasts made for it.",
+    description="Label the day's hours whose 6-hour horizon has been observed, and join the forecasts made for them with the outcome.",
 )
 
 daily_training_job = dg.define_asset_job(
@@ -26,15 +27,32 @@ daily_training_job = dg.define_asset_job(
     description="Build the day's split, train candidates, evaluate them against champion and baseline, report drift.",
 )
 
-hourly_ingest_and_score_schedule = dg.build_schedule_from_partitioned_job(hourly_ingest_and_score_job, minute_of_hour=5)
+
+def day_of(hour: datetime) -> str:
+    """The daily partition key holding ``hour`` (UTC)."""
+    return hour.astimezone(timezone.utc).strftime(DAY_FMT)
+
+
+def _hour_run(context: dg.ScheduleEvaluationContext, hours_back: int) -> dg.RunRequest:
+    """A run of the day partition holding the hour that started ``hours_back`` hours before this tick's hour.
+
+    The run key is the tick's hour, so each hour launches exactly one run even though the partition
+    (the day) is the same for 24 ticks.
+    """
+    tick_hour = context.scheduled_execution_time.replace(minute=0, second=0, microsecond=0)
+    return dg.RunRequest(run_key=f"{tick_hour:%Y-%m-%dT%H:%M}", partition_key=day_of(tick_hour - timedelta(hours=hours_back)))
+
+
+@dg.schedule(job=hourly_ingest_and_score_job, cron_schedule="5 * * * *", execution_timezone="UTC")
+def hourly_ingest_and_score_schedule(context: dg.ScheduleEvaluationContext):
+    """Every hour: re-materialize the day holding the hour that just ended, so that hour lands within minutes."""
+    return _hour_run(context, hours_back=1)
 
 
 @dg.schedule(job=hourly_labels_job, cron_schedule="15 * * * *", execution_timezone="UTC")
 def hourly_labels_schedule(context: dg.ScheduleEvaluationContext):
-    """Label the hour whose 6-hour horizon has just been ingested."""
-    hour = context.scheduled_execution_time.replace(minute=0, second=0, microsecond=0) - timedelta(hours=LABEL_HORIZON_HOURS + 1)
-    key = hour.strftime("%Y-%m-%d-%H:%M")
-    return dg.RunRequest(run_key=key, partition_key=key)
+    """Every hour: re-label the day holding the hour whose 6-hour horizon has just been ingested."""
+    return _hour_run(context, hours_back=LABEL_HORIZON_HOURS + 1)
 
 
 # 08:00 UTC: the previous day's last hours have had their 6-hour horizon labeled by then.

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import pandas as pd
 
 
 def column_schema(columns: list[tuple[str, str, str]]) -> dg.TableSchema:
@@ -18,6 +22,7 @@ def markdown_preview(frame: pd.DataFrame, limit: int = 10) -> dg.MarkdownMetadat
 
 
 def count_table(counts: dict[str, int], key: str, value: str = "rows") -> dg.MarkdownMetadataValue:
+    import pandas as pd
     if not counts:
         return dg.MetadataValue.md("_none_")
     frame = pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, value])

@@ -1,4 +1,11 @@
-"""UTC hourly and daily partitions shared by every asset.
+"""Daily UTC partitions shared by every asset.
+
+Hourly rows (snapshots, features, labels, scores, outcomes) are stored per hour but partitioned
+per day: Dagster records one event per partition per asset, so a year of history is 365
+partitions instead of 8,760 (see the README, "Partitions"). ``daily_data_partitions`` includes
+the current, still open day (``end_offset=1``): the hourly schedule re-materializes it every hour,
+and an asset reads only the hours that have already ended (:func:`observed_window`).
+Training, evaluation and drift use ``daily_partitions``: complete days only.
 
 The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``YYYY-MM-DD``), default
 2026-01-01; replaying the bundled Binance files needs an earlier start such as 2020-08-01.
@@ -7,21 +14,37 @@ The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``YYYY-MM-DD`
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 
 import dagster as dg
 
 DEFAULT_START = "2026-01-01"
+DAY_FMT = "%Y-%m-%d"
 
 
 def partitions_start() -> str:
     raw = os.environ.get("CRYPTO_ASSETS_PARTITIONS_START", DEFAULT_START)
     try:
-        datetime.strptime(raw, "%Y-%m-%d")
+        datetime.strptime(raw, DAY_FMT)
     except ValueError:
         raise ValueError(f"CRYPTO_ASSETS_PARTITIONS_START must be a date YYYY-MM-DD, got {raw!r}") from None
     return raw
 
 
-hourly_partitions = dg.HourlyPartitionsDefinition(start_date=f"{partitions_start()}-00:00", timezone="UTC")
+daily_data_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC", end_offset=1)
 daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+
+
+def current_hour(now: datetime | None = None) -> datetime:
+    """The start of the hour in progress (UTC): hours before it have ended."""
+    now = now or datetime.now(timezone.utc)
+    return now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def observed_window(window: dg.TimeWindow, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The hours of ``window`` that have ended by ``now``: [start, min(end, current hour)).
+
+    Empty (start == end) when the window has not begun yet; the open day is partly observed.
+    """
+    end = min(window.end, current_hour(now))
+    return window.start, max(window.start, end)

@@ -11,27 +11,26 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from crypto_assets.assets.promotion import promotion_run_requests
-from crypto_assets.partitions import hourly_partitions
+from crypto_assets.partitions import DAY_FMT, daily_data_partitions
+from crypto_assets.run_tags import partition_range_tags
 
-HOUR_FMT = "%Y-%m-%d-%H:%M"
+DEFAULT_DAYS = 70
 
 
 def last_complete_day(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    return (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    return (now - timedelta(days=1)).strftime(DAY_FMT)
 
 
-def recent_hours(days: int, now: datetime | None = None) -> tuple[str, str]:
-    """First and last hourly partition keys of the ``days`` days up to the last complete hour."""
+def recent_days(days: int, now: datetime | None = None) -> tuple[str, str]:
+    """First and last daily partition keys: the ``days`` complete days before today, and today so far."""
     if days < 1:
         raise ValueError(f"--days must be at least 1, got {days}")
     now = now or datetime.now(timezone.utc)
-    last = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    first = max(last - timedelta(hours=24 * days - 1), hourly_partitions.start)
-    return first.strftime(HOUR_FMT), last.strftime(HOUR_FMT)
+    first = max(now - timedelta(days=days), daily_data_partitions.start)
+    return first.strftime(DAY_FMT), now.strftime(DAY_FMT)
 
 
 def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, label: str, *, allow_failure: bool = False, **kwargs):
@@ -45,36 +44,47 @@ def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, l
 
 
 def run_range(defs: dg.Definitions, job_name: str, first: str, last: str, instance: dg.DagsterInstance) -> None:
-    run_job(defs, job_name, instance, f"{first}...{last}",
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+    run_job(defs, job_name, instance, f"{first}...{last}", tags=partition_range_tags(first, last))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=16, help="how many recent days to materialize (default 16)")
-    args = parser.parse_args(argv)
-
-    from crypto_assets.definitions import defs
-
-    instance = dg.DagsterInstance.get()
-    first_hour, last_hour = recent_hours(args.days)
-    started = time.monotonic()
+def populate(defs: dg.Definitions, instance: dg.DagsterInstance, days: int, now: datetime | None = None) -> None:
+    """The quickstart's runs, as of ``now`` (default: the clock): ingest, label, train, promote, score."""
+    now = now or datetime.now(timezone.utc)
+    first_day, today = recent_days(days, now)
     # 1. snapshots and features for the whole window (nothing to score with yet), then labels.
-    run_range(defs, "hourly_ingest_and_score_job", first_hour, last_hour, instance)
-    run_range(defs, "hourly_labels_job", first_hour, last_hour, instance)
+    run_range(defs, "hourly_ingest_and_score_job", first_day, today, instance)
+    run_range(defs, "hourly_labels_job", first_day, today, instance)
     # 2. yesterday's split, candidates, evaluations and drift. A failed gate fails this run on
     #    purpose (blocking checks); promotion then records the refusal.
-    day = last_complete_day()
+    day = last_complete_day(now)
     run_job(defs, "daily_training_job", instance, day, partition_key=day, allow_failure=True)
     # 3. what the promotion sensor does on its next tick.
     requests, _ = promotion_run_requests(instance, {})
     for request in requests:
         run_job(defs, request.job_name, instance, request.tags["crypto_assets/model"],
                 run_config=request.run_config, tags=request.tags)
-    # 4. score the last day with the champions, and join the forecasts with their outcomes.
-    first_scored, _ = recent_hours(1)
-    run_range(defs, "hourly_ingest_and_score_job", first_scored, last_hour, instance)
-    run_range(defs, "hourly_labels_job", first_scored, last_hour, instance)
+    # 4. score yesterday and today with the champions (and the latest candidates in shadow), and
+    #    join the forecasts with their outcomes.
+    run_range(defs, "hourly_ingest_and_score_job", day, today, instance)
+    run_range(defs, "hourly_labels_job", day, today, instance)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--days", type=int, default=DEFAULT_DAYS,
+        help=f"how many complete days before today to materialize (default {DEFAULT_DAYS}: the volatility model's 60 days of "
+             "training history before the first of the 7 evaluated days)",
+    )
+    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
+                        help="replay as if it were this UTC time (benchmarks/quickstart_dates.py); default: now")
+    args = parser.parse_args(argv)
+    as_of = args.as_of and (args.as_of if args.as_of.tzinfo else args.as_of.replace(tzinfo=timezone.utc))
+
+    from crypto_assets.definitions import defs
+
+    started = time.monotonic()
+    populate(defs, dg.DagsterInstance.get(), args.days, now=as_of)
     print(f"quickstart materializations done in {time.monotonic() - started:.1f}s")
 
 

@@ -43,6 +43,32 @@ class PromotionConflict(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """What a version was trained and evaluated on."""
+
+    split_id: str
+    feature_spec_version: str
+    train_start: datetime | None
+    train_end: datetime | None
+    train_rows: int | None
+    train_positives: int | None
+    training_frame_sha256: str | None
+    evaluation_start: datetime | None
+    evaluation_end: datetime | None
+    evaluation_rows: int | None
+    evaluation_positives: int | None
+
+    def as_metadata(self) -> dict[str, str | int]:
+        """Flat, printable values for the Dagster UI (no None)."""
+        def text(value) -> str | int:
+            if value is None:
+                return "unknown"
+            return value if isinstance(value, (int, str)) else str(value)
+
+        return {name: text(value) for name, value in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     model_name: str
     version_id: str
@@ -55,18 +81,27 @@ class ModelVersion:
     feature_spec_version: str
     metrics: dict
     artifact_sha256: str
+    lineage: Lineage
+
+    def recipe(self) -> tuple[str, str, str]:
+        """What the version is made from, apart from data: params, features and feature spec. Same recipe, same walk-forward scores."""
+        return (json.dumps(self.params, sort_keys=True), json.dumps(self.features), self.feature_spec_version)
 
 
 _VERSION_COLUMNS = (
     "model_name, version_id, version_number, created_at, run_id, split_id, params, features, "
-    "feature_spec_version, metrics, artifact_sha256"
+    "feature_spec_version, metrics, artifact_sha256, train_start, train_end, train_rows, train_positives, "
+    "training_frame_sha256, evaluation_start, evaluation_end, holdout_rows, evaluation_positives"
 )
 
 
 def _row_to_version(row) -> ModelVersion:
-    (name, vid, number, created, run_id, split_id, params, features, spec, metrics, sha) = row
+    (name, vid, number, created, run_id, split_id, params, features, spec, metrics, sha,
+     train_start, train_end, train_rows, train_positives, frame_sha, eval_start, eval_end, eval_rows, eval_positives) = row
+    lineage = Lineage(split_id, spec, train_start, train_end, train_rows, train_positives, frame_sha,
+                      eval_start, eval_end, eval_rows, eval_positives)
     return ModelVersion(name, vid, number, created, run_id, split_id, json.loads(params or "{}"),
-                        json.loads(features or "[]"), spec, json.loads(metrics or "{}"), sha)
+                        json.loads(features or "[]"), spec, json.loads(metrics or "{}"), sha, lineage)
 
 
 def sha256(data: bytes) -> str:
@@ -88,24 +123,36 @@ def register_version(
     train_rows: int,
     holdout_rows: int,
     metrics: dict,
+    train_positives: int | None = None,
+    training_frame_sha256: str | None = None,
+    evaluation_start: datetime | None = None,
+    evaluation_end: datetime | None = None,
+    evaluation_positives: int | None = None,
 ) -> ModelVersion:
-    """Append a new version of ``model_name``; its id is the next ``vN``."""
+    """Append a new version of ``model_name`` with its lineage; its id is the next ``vN``.
+
+    ``holdout_rows`` is the number of rows its recipe was evaluated on out of time.
+    """
     artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    values = {
+        "model_name": model_name, "run_id": run_id, "split_id": split_id,
+        "params": json.dumps(params, sort_keys=True, default=str), "features": json.dumps(features),
+        "feature_spec_version": feature_spec_version, "train_start": train_start and utc_naive(train_start),
+        "train_end": train_end and utc_naive(train_end), "train_rows": train_rows, "holdout_rows": holdout_rows,
+        "metrics": json.dumps(metrics, sort_keys=True), "artifact": artifact, "artifact_sha256": sha256(artifact),
+        "train_positives": train_positives, "training_frame_sha256": training_frame_sha256,
+        "evaluation_start": evaluation_start and utc_naive(evaluation_start),
+        "evaluation_end": evaluation_end and utc_naive(evaluation_end), "evaluation_positives": evaluation_positives,
+        "created_at": utc_naive(datetime.now(timezone.utc)),
+    }
     with transaction(conn):
         number = conn.execute(
             "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?", [model_name]
         ).fetchone()[0]
+        values.update(version_id=f"v{number}", version_number=number)
         conn.execute(
-            """
-            INSERT INTO registry.model_versions (model_name, version_id, version_number, created_at, run_id, split_id,
-                params, features, feature_spec_version, train_start, train_end, train_rows, holdout_rows, metrics,
-                artifact, artifact_sha256)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [model_name, f"v{number}", number, utc_naive(datetime.now(timezone.utc)), run_id, split_id,
-             json.dumps(params, sort_keys=True, default=str), json.dumps(features), feature_spec_version,
-             train_start and utc_naive(train_start), train_end and utc_naive(train_end), train_rows, holdout_rows,
-             json.dumps(metrics, sort_keys=True), artifact, sha256(artifact)],
+            f"INSERT INTO registry.model_versions ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+            list(values.values()),
         )
     return resolve(conn, model_name, f"v{number}")
 

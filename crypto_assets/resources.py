@@ -14,16 +14,16 @@ variables override single settings:
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from crypto_assets.instance import DEPLOYMENTS, current_deployment
 from crypto_assets.market.schema import SourceBatch
 from crypto_assets.warehouse import Warehouse
 
-DEPLOYMENTS = ("local", "prod")
 SOURCE_KINDS = ("synthetic", "coingecko", "csv")
 DEFAULT_CSV_PATHS = ["../shared/data/market"]
 
@@ -31,7 +31,32 @@ DEFAULT_CSV_PATHS = ["../shared/data/market"]
 class SyntheticMarketConfig(dg.Config):
     seed: int = Field(default=7, description="Random seed: the same seed and hour always give the same rows.")
     universe_size: int = Field(default=20, ge=1, le=1000, description="Number of coins to simulate.")
-    anomaly_rate: float = Field(default=0.01, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
+    anomaly_rate: float = Field(default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
+    regime_shift_at: str | None = Field(
+        default=None, description="Testing drift: from this hour (UTC, ISO like 2026-03-01T12:00) on, the first regime_shift_coins coins are more volatile."
+    )
+    regime_shift_coins: int = Field(default=5, ge=1, le=1000, description="How many coins (in universe order) the regime shift affects.")
+    regime_shift_multiplier: float = Field(default=2.0, gt=0.0, le=100.0, description="Volatility multiplier of the regime shift.")
+
+    @field_validator("regime_shift_at")
+    @classmethod
+    def _an_hour(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                at = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"regime_shift_at must be an ISO date and hour like 2026-03-01T12:00, got {value!r}") from None
+            if (at.minute, at.second, at.microsecond) != (0, 0, 0):
+                raise ValueError(f"regime_shift_at must be on the hour, got {value!r}")
+        return value
+
+    def regime_shift(self):
+        from crypto_assets.market.synthetic import RegimeShift
+
+        if self.regime_shift_at is None:
+            return None
+        at = datetime.fromisoformat(self.regime_shift_at)
+        return RegimeShift(at if at.tzinfo else at.replace(tzinfo=timezone.utc), self.regime_shift_coins, self.regime_shift_multiplier)
 
 
 class CoinGeckoMarketConfig(dg.Config):
@@ -47,7 +72,7 @@ class CoinGeckoMarketConfig(dg.Config):
 class CsvMarketConfig(dg.Config):
     paths: list[str] = Field(default_factory=lambda: list(DEFAULT_CSV_PATHS), description="CSV/Parquet files or folders to replay.")
     inject_anomalies: bool = Field(default=True, description="Inject labeled anomalies into the replayed prices.")
-    anomaly_rate: float = Field(default=0.01, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
+    anomaly_rate: float = Field(default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
     seed: int = Field(default=7, description="Seed of the injected anomalies.")
 
 
@@ -80,7 +105,7 @@ class MarketSource(dg.ConfigurableResource):
             from crypto_assets.market.universe import default_universe
 
             cfg = self.synthetic
-            return synthetic_window(default_universe(cfg.universe_size), cfg.seed, start, end, cfg.anomaly_rate)
+            return synthetic_window(default_universe(cfg.universe_size), cfg.seed, start, end, cfg.anomaly_rate, cfg.regime_shift())
         if self.kind == "coingecko":
             from crypto_assets.market.coingecko import CoinGeckoClient, CoinGeckoSettings, fetch_coingecko_window
 
@@ -111,7 +136,7 @@ def _inject_into_replay(batch: SourceBatch, seed: int, rate: float) -> SourceBat
     altered, truth = inject_anomalies(batch.snapshots, seed=seed, rate=rate, source="csv")
     truth = truth.assign(partition_hour=truth["observed_at"].dt.floor("h"))
     stats = {**batch.stats, "anomalous_rows": len(truth)}
-    return SourceBatch(conform(altered, SNAPSHOT_COLUMNS), batch.quarantine, conform(truth, GROUND_TRUTH_COLUMNS), stats)
+    return SourceBatch(conform(altered, SNAPSHOT_COLUMNS), batch.quarantine, conform(truth, GROUND_TRUTH_COLUMNS), stats, batch.warnings)
 
 
 def default_database_path() -> str:
@@ -120,7 +145,7 @@ def default_database_path() -> str:
 
 def build_resources(deployment: str | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources for ``deployment`` (default: ``DAGSTER_DEPLOYMENT``, else ``local``)."""
-    deployment = deployment or os.environ.get("DAGSTER_DEPLOYMENT", "local")
+    deployment = deployment or current_deployment()
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"DAGSTER_DEPLOYMENT must be one of {', '.join(DEPLOYMENTS)}; got {deployment!r}")
     kind = os.environ.get("CRYPTO_ASSETS_SOURCE", "coingecko" if deployment == "prod" else "synthetic")

@@ -8,8 +8,8 @@ and promotes the candidate or records why not.
 is set, posts a short JSON message there.
 
 ``drift_retraining_sensor`` watches ``feature_drift`` materializations and asks for a
-``daily_training_job`` run of the drifted day when the holdout's drift share is above
-``CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD`` (default 0.3), at most once per
+``daily_training_job`` run of the drifted day when the asset's dataset-level rule detected drift
+(``drift_detected``; the rule is ``DriftConfig``'s), at most once per
 ``CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS`` (default 6).
 """
 
@@ -22,30 +22,16 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from crypto_assets.assets.promotion import champion_gate_job, promotion_run_requests
-from crypto_assets.assets.drift import DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
+from crypto_assets.assets.drift import DRIFT_DETECTED_METADATA_KEY, DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
+from crypto_assets.run_tags import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 TRIGGER_TAG = "crypto_assets/trigger"
 DRIFT_TRIGGER = "drift"
-DRIFT_THRESHOLD_ENV = "CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD"
 DRIFT_COOLDOWN_ENV = "CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS"
-DEFAULT_DRIFT_SHARE_THRESHOLD = 0.3
 DEFAULT_DRIFT_COOLDOWN_HOURS = 6.0
 RETRAINING_JOB = "daily_training_job"
 # New materializations read per tick, newest first; only the newest day among them matters.
 _FETCH_LIMIT = 100
-
-
-def drift_share_threshold() -> float:
-    raw = os.environ.get(DRIFT_THRESHOLD_ENV)
-    if not raw:
-        return DEFAULT_DRIFT_SHARE_THRESHOLD
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{DRIFT_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}") from None
-    if not 0 < value <= 1:
-        raise ValueError(f"{DRIFT_THRESHOLD_ENV} must be in (0, 1], got {value}")
-    return value
 
 
 def drift_cooldown_hours() -> float:
@@ -92,10 +78,9 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _drift_share(record) -> float | None:
-    entry = record.asset_materialization.metadata.get(DRIFT_SHARE_METADATA_KEY) if record.asset_materialization else None
-    value = getattr(entry, "value", entry)
-    return float(value) if isinstance(value, (int, float)) else None
+def _metadata(record, key: str):
+    entry = record.asset_materialization.metadata.get(key) if record.asset_materialization else None
+    return getattr(entry, "value", entry)
 
 
 def _from_drift_run(instance: dg.DagsterInstance, record) -> bool:
@@ -104,9 +89,7 @@ def _from_drift_run(instance: dg.DagsterInstance, record) -> bool:
     return run is not None and run.tags.get(TRIGGER_TAG) == DRIFT_TRIGGER
 
 
-def evaluate_drift(
-    instance: dg.DagsterInstance, cursor: str | None, *, now: float, threshold: float, cooldown_hours: float
-) -> dg.SensorResult:
+def evaluate_drift(instance: dg.DagsterInstance, cursor: str | None, *, now: float, cooldown_hours: float) -> dg.SensorResult:
     """The sensor's decision, with the clock and settings passed in so tests can control them."""
     state = DriftCursor.parse(cursor)
     records = instance.fetch_materializations(
@@ -127,15 +110,15 @@ def evaluate_drift(
         return dg.SensorResult(
             skip_reason="New feature_drift materializations all come from drift-triggered runs.", cursor=consumed.dumps()
         )
-    day, share = latest.partition_key, _drift_share(latest)
-    if share is None:
+    day, detected, share = latest.partition_key, _metadata(latest, DRIFT_DETECTED_METADATA_KEY), _metadata(latest, DRIFT_SHARE_METADATA_KEY)
+    if not isinstance(detected, bool) or not isinstance(share, (int, float)):
         return dg.SensorResult(
-            skip_reason=f"Latest feature_drift materialization ({day}) has no {DRIFT_SHARE_METADATA_KEY!r} metadata.",
+            skip_reason=f"Latest feature_drift materialization ({day}) has no {DRIFT_DETECTED_METADATA_KEY!r} metadata.",
             cursor=consumed.dumps(),
         )
-    if share <= threshold:
+    if not detected:
         return dg.SensorResult(
-            skip_reason=f"No new drift: drift share {share:.3f} of {day} is at or below the threshold {threshold}.",
+            skip_reason=f"No new drift: {day} drift share {share:.3f} is below the dataset-level rule.",
             cursor=consumed.dumps(),
         )
     if state.last_request_ts is not None and now < state.last_request_ts + cooldown_hours * 3600:
@@ -143,7 +126,7 @@ def evaluate_drift(
         # Keep the cursor where it was: the drift is acted on once the cooldown is over.
         return dg.SensorResult(
             skip_reason=(
-                f"Drift share {share:.3f} of {day} is above the threshold {threshold}, but the retraining cooldown "
+                f"Drift detected on {day} (share {share:.3f}), but the retraining cooldown "
                 f"is active until {_iso(until)} (last request at {_iso(state.last_request_ts)})."
             ),
             cursor=state.dumps(),
@@ -170,19 +153,13 @@ def evaluate_drift(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
-        "Retrain the latest day when feature_drift's drift share exceeds CRYPTO_ASSETS_DRIFT_SHARE_THRESHOLD "
-        "(default 0.3), at most once per CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS (default 6)."
+        "Retrain the latest day when feature_drift detects drift (its dataset-level rule), "
+        "at most once per CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS (default 6)."
     ),
 )
 def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Request a daily_training_job run for the newest drifted day, at most once per cooldown."""
-    return evaluate_drift(
-        context.instance,
-        context.cursor,
-        now=time.time(),
-        threshold=drift_share_threshold(),
-        cooldown_hours=drift_cooldown_hours(),
-    )
+    return evaluate_drift(context.instance, context.cursor, now=time.time(), cooldown_hours=drift_cooldown_hours())
 
 
 @dg.sensor(
@@ -211,7 +188,7 @@ def alert_message(run: dg.DagsterRun, error: str | None) -> dict:
         "job": run.job_name,
         "run_id": run.run_id,
         "partition": run.tags.get("dagster/partition")
-        or "..".join(filter(None, [run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")])),
+        or "..".join(filter(None, [run.tags.get(PARTITION_RANGE_START_TAG), run.tags.get(PARTITION_RANGE_END_TAG)])),
         "error": (error or "").strip().splitlines()[0][:300] if error else "",
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +27,9 @@ def instance() -> dg.DagsterInstance:
 
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover a partition range (a single-run backfill)."""
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    from crypto_assets.run_tags import partition_range_tags
+
+    return partition_range_tags(first, last)
 
 
 def shared_market_data() -> Path:
@@ -34,33 +38,32 @@ def shared_market_data() -> Path:
     return SHARED_MARKET_DATA
 
 
-PREPARED_FIRST_HOUR, PREPARED_LAST_HOUR = "2026-02-22-00:00", "2026-03-14-23:00"
+PREPARED_FIRST_DAY, PREPARED_LAST_DAY = "2026-02-22", "2026-03-14"
 # Days whose holdout holds injected anomalies (the simulator is deterministic, so this is stable).
 PREPARED_SPLITS = ("2026-03-09", "2026-03-14")
 
 
 @pytest.fixture(scope="session")
 def prepared_database(tmp_path_factory) -> Path:
-    """16 days of synthetic snapshots, features and labels, and two daily splits, built once."""
+    """21 days of synthetic snapshots, features and labels, and two daily splits, built once."""
     from crypto_assets.assets import features, ingestion, splits
     from crypto_assets.resources import MarketSource
 
     path = tmp_path_factory.mktemp("prepared") / "warehouse.duckdb"
     resources = {"warehouse": Warehouse(database=str(path)), "market_source": MarketSource()}
-    # An in-memory instance: this fixture is about the warehouse, and SQLite event storage would
-    # spend minutes recording ~2,000 per-partition materializations.
+    # An in-memory instance: this fixture is about the warehouse.
     with dg.DagsterInstance.ephemeral() as inst:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
-            instance=inst, resources=resources, tags=range_tags(PREPARED_FIRST_HOUR, PREPARED_LAST_HOUR),
+            instance=inst, resources=resources, tags=range_tags(PREPARED_FIRST_DAY, PREPARED_LAST_DAY),
         )
         assert hourly.success
         for day in PREPARED_SPLITS:
             assert dg.materialize([splits.training_splits], instance=inst, resources=resources, partition_key=day).success
-    with resources["warehouse"].connect() as conn:
-        for day in PREPARED_SPLITS:
-            holdout = splits.load_split(conn, day, "holdout", with_ground_truth=True)
-            assert holdout["is_anomaly"].sum() >= 3, f"split {day} has too few anomalies to evaluate a detector"
+    anomalies = resources["warehouse"].query(
+        "SELECT split_id, anomaly_rows FROM ml.split_summaries ORDER BY split_id"
+    )
+    assert (anomalies["anomaly_rows"] >= 30).all(), f"too few injected anomalies to evaluate a detector: {anomalies}"
     return path
 
 
@@ -72,3 +75,61 @@ def prepared_warehouse(prepared_database: Path, tmp_path: Path) -> Warehouse:
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(prepared_database, copy)
     return Warehouse(database=str(copy))
+
+
+# --- the production instance: Dagster storage on PostgreSQL ---------------------------------------
+
+
+def _postgres_server_url() -> str:
+    """DAGSTER_PG_URL (or the default), after checking the server answers; skip, or under CI=true fail, when it does not."""
+    from crypto_assets import instance as instance_setup
+
+    url = instance_setup.postgres_url()
+    try:
+        instance_setup.ensure_database(url)
+    except instance_setup.InstanceSetupError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: the production-instance tests need PostgreSQL and cannot skip. {exc}")
+        pytest.skip(f"PostgreSQL is not reachable, production-instance test skipped: {exc}")
+    return url
+
+
+@pytest.fixture
+def postgres_url(monkeypatch) -> str:
+    """A new, empty PostgreSQL database for one test (dropped afterwards), also set as DAGSTER_PG_URL."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    from crypto_assets import instance as instance_setup
+
+    server = _postgres_server_url()
+    url = server.rsplit("/", 1)[0] + f"/crypto_assets_test_{uuid.uuid4().hex[:12]}"
+    instance_setup.ensure_database(url)
+    monkeypatch.setenv(instance_setup.PG_URL_ENV, url)
+    yield url
+    parsed = make_url(url)
+    conn = psycopg2.connect(dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance_home(request, tmp_path) -> Path:
+    """A DAGSTER_HOME prepared as the scripts prepare it: the repo's dagster.yaml (SQLite) or dagster.prod.yaml (PostgreSQL)."""
+    from crypto_assets import instance as instance_setup
+
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_url")
+    return instance_setup.prepare_home(tmp_path / f"dagster_home_{request.param}", "prod" if request.param == "postgres" else "local")
+
+
+@pytest.fixture
+def home_instance(instance_home: Path) -> dg.DagsterInstance:
+    """The Dagster instance of ``instance_home`` (SQLite or PostgreSQL storage)."""
+    with dg.DagsterInstance.from_config(str(instance_home)) as inst:
+        yield inst

@@ -3,7 +3,7 @@
 ``test_ui_browser.py`` and ``test_graphql.py`` load this module with ``pytest_plugins``, so the
 session fixture ``dagster_server`` is built once per pytest session however many of them run:
 
-1. a temporary ``DAGSTER_HOME`` (with the repository's ``dagster.yaml``), DuckDB file and a
+1. a temporary ``DAGSTER_HOME`` (prepared from the repository's ``dagster.yaml``), DuckDB file and a
    partition set that starts ``PARTITIONS_START_DAYS_AGO`` days ago, so the UI has a small range;
 2. ``python -m crypto_assets.quickstart --days N`` in that environment: snapshots, features and
    labels for N days, yesterday's split, candidates, gated evaluations and champion decisions;
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from crypto_assets.instance import DAGSTER_ENV_DEFAULTS, prepare_home
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 PARTITIONS_START_DAYS_AGO = 20
@@ -43,7 +44,6 @@ QUICKSTART_TIMEOUT_S = float(os.environ.get("CRYPTO_ASSETS_E2E_QUICKSTART_TIMEOU
 SERVER_START_TIMEOUT_S = 180.0
 SERVER_STOP_TIMEOUT_S = 20.0
 CODE_LOCATION = "crypto_assets.definitions"
-HOUR_FMT = "%Y-%m-%d-%H:%M"
 # Talk to 127.0.0.1 directly, whatever proxy the environment configures.
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -135,6 +135,7 @@ class DagsterServer:
 def e2e_environment(root: Path, partitions_start: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINGECKO_", "CRYPTO_ASSETS_", "DAGSTER_"))}
     env.update(
+        **DAGSTER_ENV_DEFAULTS,  # as scripts/quickstart.sh exports them for `dagster dev`
         DAGSTER_HOME=str(root / "dagster_home"),
         DAGSTER_DEPLOYMENT="local",
         CRYPTO_ASSETS_SOURCE="synthetic",
@@ -149,9 +150,7 @@ def e2e_environment(root: Path, partitions_start: str) -> dict[str, str]:
 
 def populate(root: Path, env: dict[str, str], log_path: Path) -> float:
     """Run the quickstart materializations into the temporary instance; return the seconds taken."""
-    home = root / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    prepare_home(root / "dagster_home", "local")  # as scripts/quickstart.sh does
     started = time.monotonic()
     with open(log_path, "wb") as log:
         try:

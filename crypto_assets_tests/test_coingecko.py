@@ -197,6 +197,7 @@ def test_window_with_five_minute_points_aggregates_hourly(server: FakeCoinGecko,
         "quarantined": 0,
         "coins_requested": 2,
         "coins_returned": 2,
+        "coins_without_price": 0,
     }
 
 
@@ -426,8 +427,6 @@ def test_markets_missing_field_is_named(server: FakeCoinGecko, make_client: Make
         ("current_price", "abc", "'current_price' is not a number: 'abc'"),
         ("market_cap", "abc", "'market_cap' is not a number: 'abc'"),
         ("total_volume", [1], "'total_volume' is not a number"),
-        ("current_price", 0, "'current_price' must be > 0"),
-        ("current_price", None, "'current_price' must be > 0"),
         ("symbol", 42, "'symbol' should be str"),
         ("last_updated", "yesterday", "'last_updated' is not an ISO timestamp"),
     ],
@@ -553,10 +552,26 @@ def test_unknown_coin_id_is_quarantined_not_fetched(server: FakeCoinGecko, make_
     (row,) = batch.quarantine.to_dict("records")
     assert row["reason"] == "unknown_coin_id" and row["coin_id"] == "not-a-coin"
     assert row["source_ref"] == "coingecko:/coins/markets" and "not-a-coin" in row["detail"]
-    assert pd.isna(row["partition_hour"])
+    assert row["partition_hour"] == T0.replace(tzinfo=None)  # the window that found it: a re-run replaces it
     assert server.paths() == [MARKETS, BTC_CHART]
     assert server.requests[0].query["ids"] == "bitcoin,not-a-coin"
     assert batch.stats["coins_requested"] == 2 and batch.stats["coins_returned"] == 1
+
+
+@pytest.mark.parametrize("price", [None, 0])
+def test_a_coin_without_a_current_price_is_quarantined_and_the_others_land(
+    server: FakeCoinGecko, make_client: MakeClient, price: Any
+) -> None:
+    body = markets_body(["bitcoin", "ethereum"])
+    next(item for item in body if item["id"] == "ethereum")["current_price"] = price
+    server.queue(MARKETS, [(200, {}, body)])
+    batch = fetch_coingecko_window(make_client(coin_ids=("bitcoin", "ethereum")), T0, T0 + timedelta(hours=1))
+    assert set(batch.snapshots["coin_id"]) == {"bitcoin"}
+    (row,) = batch.quarantine.to_dict("records")
+    assert (row["coin_id"], row["reason"]) == ("ethereum", "no_current_price")
+    assert "chart was not fetched" in row["detail"] and row["partition_hour"] == T0.replace(tzinfo=None)
+    assert server.paths() == [MARKETS, BTC_CHART]  # no chart asked for the dead coin
+    assert batch.stats["coins_without_price"] == 1
 
 
 def test_window_stats_count_retries(server: FakeCoinGecko, make_client: MakeClient) -> None:

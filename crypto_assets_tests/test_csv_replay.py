@@ -288,12 +288,26 @@ def test_unparseable_timestamp_is_quarantined(
     assert quarantine["partition_hour"].isna().tolist() == [not readable]
 
 
-def test_unix_and_date_disagreeing_is_quarantined(tmp_path: Path) -> None:
-    # As in the real BTC/ETH files of 2017-09-22..26, where the date is 4 hours behind unix.
-    bad = candle(T0, date=f"{T0 - timedelta(hours=4):%Y-%m-%d %I-%p}")
-    _, quarantine, _ = load(write(tmp_path, [bad, candle(T0 + timedelta(hours=1))]))
+def test_a_date_off_unix_by_a_time_zone_is_kept_on_unix(tmp_path: Path) -> None:
+    # As in the real BTC/ETH files of 2017-09-22..26, where the date is 4 hours behind unix (US Eastern).
+    off = candle(T0, date=f"{T0 - timedelta(hours=4):%Y-%m-%d %I-%p}")
+    path = write(tmp_path, [off, candle(T0 + timedelta(hours=1))])
+    snapshots, quarantine, report = load(path)
+    assert quarantine.empty
+    assert snapshots["partition_hour"].tolist() == [T0, T0 + timedelta(hours=1)]  # unix wins
+    assert report.date_disagrees_with_unix == 1
+    batch = csv_window([str(path)], utc(T0), utc(T0) + timedelta(hours=2))
+    assert batch.stats["date_disagrees_with_unix"] == 1
+    assert any("time-zone offset" in w for w in batch.warnings), batch.warnings
+
+
+@pytest.mark.parametrize("offset", [timedelta(days=3), timedelta(hours=-15), timedelta(hours=4, minutes=7)])
+def test_unix_and_date_disagreeing_beyond_a_time_zone_is_quarantined(tmp_path: Path, offset: timedelta) -> None:
+    bad = candle(T0, date=f"{T0 + offset:%Y-%m-%d %H:%M:%S}")
+    _, quarantine, report = load(write(tmp_path, [bad, candle(T0 + timedelta(hours=1))]))
     assert only_reason(quarantine) == "timestamp_mismatch"
-    assert "04-PM" in quarantine["detail"].iloc[0]
+    assert f"{T0 + offset:%Y-%m-%d %H:%M}" in quarantine["detail"].iloc[0]
+    assert report.date_disagrees_with_unix == 0
 
 
 @pytest.mark.parametrize(
@@ -317,9 +331,62 @@ def test_bad_fields_are_quarantined(tmp_path: Path, replace: tuple[str, str], re
 def test_missing_volume_keeps_the_row_with_null_volume(tmp_path: Path) -> None:
     # The real ETH file has one row (2019-11-07 03:00) whose Volume USDT is 'nan'.
     line = candle(T0).replace("1000.00000000", "nan")
-    snapshots, quarantine, _ = load(write(tmp_path, [line]))
+    snapshots, quarantine, report = load(write(tmp_path, [line]))
     assert quarantine.empty
     assert snapshots["volume_quote"].isna().tolist() == [True]
+    assert report.rows_without_volume == 1
+
+
+def test_zero_volume_is_kept_as_zero(tmp_path: Path) -> None:
+    # Thin markets have hours that traded nothing: a fact, not a missing value.
+    line = candle(T0).replace("1000.00000000", "0")
+    snapshots, quarantine, report = load(write(tmp_path, [line]))
+    assert quarantine.empty
+    assert snapshots["volume_quote"].tolist() == [0.0]
+    assert report.rows_without_volume == 0
+
+
+def test_a_volume_column_in_another_currency_is_reported_not_guessed(tmp_path: Path) -> None:
+    header = "unix,date,symbol,open,high,low,close,Volume XYZ,Extra Notes"
+    lines = [f"{unix_ms(h)},{h:%Y-%m-%d %H:%M:%S},BTC/USD,100,101,99,100.5,7,x" for h in hours(3)]
+    path = write(tmp_path, lines, name="Bitstamp_BTCUSD_1h.csv", header=header)
+    snapshots, _, report = load(path)
+    assert snapshots["volume_quote"].isna().all() and len(snapshots) == 3
+    assert set(report.unused_columns) == {"volume XYZ", "extra_notes"}
+    assert "neither base nor quote of BTC/USD" in report.unused_columns["volume XYZ"]
+    assert report.rows_without_volume == 3
+    batch = csv_window([str(path)], utc(T0), utc(T0) + timedelta(hours=3))
+    assert batch.stats["rows_without_usable_volume"] == 3
+    assert any("'volume XYZ' not used" in w for w in batch.warnings), batch.warnings
+    assert any("3 kept rows have no usable volume" in w for w in batch.warnings), batch.warnings
+
+
+CDD_NO_SYMBOL = "Date,Open,High,Low,Close"  # an older CryptoDataDownload export: 12-hour dates, no symbol
+
+
+def test_pair_comes_from_the_file_name_when_there_is_no_symbol_column(tmp_path: Path) -> None:
+    lines = [f"{h:%Y-%m-%d %I-%p},100,101,99,100.5" for h in hours(3)]
+    snapshots, quarantine, report = load(write(tmp_path, lines, name="Bitstamp_BTCUSD_1h.csv", header=CDD_NO_SYMBOL))
+    assert quarantine.empty and report.unreadable is None
+    assert snapshots["coin_id"].unique().tolist() == ["bitcoin"]
+    assert snapshots["partition_hour"].tolist() == hours(3)
+
+
+def test_an_unreadable_file_is_reported_and_the_others_imported(tmp_path: Path) -> None:
+    good = write(tmp_path, [candle(h) for h in hours(2)])
+    nameless = write(tmp_path, [f"{T0:%Y-%m-%d %I-%p},100,101,99,100.5"], name="export.csv", header=CDD_NO_SYMBOL)
+    no_close = write(tmp_path, ["1623283200000,2021-06-10 00:00:00,ETH/USDT,1,2,0.5,3"], name="Binance_ETHUSDT_1h.csv",
+                     header="unix,date,symbol,open,high,low,Volume ETH")
+    snapshots, _, reports = load_market_files([str(tmp_path)])
+    by_name = {Path(r.path).name: r for r in reports}
+    assert set(by_name) == {good.name, nameless.name, no_close.name}  # the report lists every file
+    assert len(snapshots) == 2 and by_name[good.name].unreadable is None
+    assert "does not name the pair" in by_name[nameless.name].unreadable
+    assert "missing required column(s): close" in by_name[no_close.name].unreadable
+    batch = csv_window([str(tmp_path)], utc(T0), utc(T0) + timedelta(hours=2))
+    assert batch.stats["files_unreadable"] == 2 and len(batch.snapshots) == 2
+    assert sum("unreadable, not imported" in w for w in batch.warnings) == 2, batch.warnings
+    assert "unreadable" in csv_replay.format_reports(reports)
 
 
 def test_blank_lines_are_not_records(tmp_path: Path) -> None:
@@ -330,10 +397,10 @@ def test_blank_lines_are_not_records(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- broken input
 
 
-def test_missing_required_column_raises_naming_it(tmp_path: Path) -> None:
+def test_missing_required_column_alone_raises_naming_it(tmp_path: Path) -> None:
     header = "unix,date,symbol,open,high,low,Volume BTC"  # no close
     path = write(tmp_path, ["1623283200000,2021-06-10 00:00:00,BTC/USDT,1,2,0.5,3"], header=header)
-    with pytest.raises(ValueError, match=r"Binance_BTCUSDT_1h\.csv.*missing required column\(s\): close"):
+    with pytest.raises(ValueError, match=r"no readable market file: Binance_BTCUSDT_1h\.csv.*missing required column\(s\): close"):
         load_market_files([str(path)])
 
 
@@ -464,7 +531,7 @@ def messy_file(tmp_path: Path) -> Path:
             candle(h[5]),
             candle(h[4], symbol="ETC/BTC"),
             candle(h[3], unix="garbled", date="garbled"),
-            candle(h[2], date=f"{h[0]:%Y-%m-%d %H:%M:%S}"),
+            candle(h[2], date=f"{h[2] - timedelta(days=3):%Y-%m-%d %H:%M:%S}"),
             "1,2,3",
             candle(h[1], open_=16199.91, high=16199.91, low=4261.32, close=4308.83),
             candle(h[0]),
@@ -502,7 +569,8 @@ def test_windows_split_rows_and_quarantine_exactly_once(tmp_path: Path) -> None:
     for batch in batches:
         s = batch.stats
         assert s["rows_read"] == s["rows_kept"] + s["duplicates_removed"] + s["quarantined"]
-        assert set(s) == {"rows_read", "rows_kept", "duplicates_removed", "quarantined", "files"}
+        assert set(s) == {"rows_read", "rows_kept", "duplicates_removed", "quarantined", "files", "files_unreadable",
+                          "rows_without_usable_volume", "date_disagrees_with_unix"}
     # The timeless records (the short line and the garbled times) belong to the file's first hour.
     first = batches[1]
     assert first.quarantine["partition_hour"].isna().sum() == 2
@@ -557,7 +625,10 @@ def test_real_shared_data_matches_the_readme() -> None:
         assert r.rows_read == 36_062
         assert r.duplicates_removed == 2_649  # the 2020 overlap
         assert r.rows_kept + r.quarantined == 33_413  # distinct hours: kept or quarantined
-        assert r.quarantined_by_reason["bad_tick"] == 1
+        assert r.quarantined_by_reason == {"bad_tick": 1}
+        # 2017-09-22 19:00..09-26 18:00: the date is 4 hours behind unix; unix wins, the rows are kept.
+        assert r.date_disagrees_with_unix == 91
+        assert r.unreadable is None and r.unused_columns == {}
         assert r.first_hour == datetime(2017, 8, 17, 5)  # 04:00 is the bad tick
         assert r.last_hour == datetime(2021, 6, 10)
         assert_accounted(r)

@@ -1,7 +1,7 @@
 """End to end through Dagster's GraphQL API, against a real ``dagster dev`` (see ``e2e.py``).
 
-Launches ``hourly_ingest_and_score_job`` for one hour with ``DagsterGraphQLClient``, waits for it,
-then reads back what that run recorded: the ``market_snapshots`` materialization of the hour and
+Launches ``hourly_ingest_and_score_job`` for one day with ``DagsterGraphQLClient``, waits for it,
+then reads back what that run recorded: the ``market_snapshots`` materialization of the day and
 its six quality checks, and the gate checks of the latest ``anomaly_detector_evaluation``.
 """
 
@@ -23,6 +23,7 @@ dagster_graphql = pytest.importorskip("dagster_graphql", reason="dagster-graphql
 
 RUN_TIMEOUT_S = 240.0
 COINS = 20  # the synthetic market's default universe
+HOURS = 24
 SNAPSHOT_CHECKS = {
     "snapshot_schema", "valid_prices", "unique_coin_hour", "observed_within_partition", "universe_coverage", "live_freshness",
 }
@@ -102,11 +103,11 @@ def evaluated_executions(server: DagsterServer, asset: str, check: str) -> list[
 
 
 def test_launch_hourly_job_and_read_results_over_graphql(dagster_server: DagsterServer):
-    """Submit one hour of the hourly job, wait for SUCCESS, then query its materialization and checks."""
+    """Submit one day of the hourly job, wait for SUCCESS, then query its materialization and checks."""
     client = dagster_graphql.DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port, timeout=60)
-    # Yesterday noon: inside the window the quickstart materialized, so features have their history
-    # and the hour is scored by the champions (re-materializing a partition replaces its rows).
-    partition = f"{yesterday(dagster_server.populated[1])}-12:00"
+    # Yesterday: inside the window the quickstart materialized, so features have their history and
+    # the day is scored by the champions (re-materializing a partition replaces its rows).
+    partition = yesterday(dagster_server.populated[1])
 
     started = time.monotonic()
     run_id = client.submit_job_execution("hourly_ingest_and_score_job", tags={"dagster/partition": partition})
@@ -118,7 +119,7 @@ def test_launch_hourly_job_and_read_results_over_graphql(dagster_server: Dagster
     print(f"\n[graphql] run {run_id} for {partition}: {status.value} after {time.monotonic() - started:.0f}s")
     assert status.value == "SUCCESS", f"run {run_id} ended {status.value}\n{dagster_server.logs()}"
 
-    # The materialization of market_snapshots for that hour, recorded by this run.
+    # The materialization of market_snapshots for that day, recorded by this run.
     data = dagster_server.graphql(MATERIALIZATIONS_QUERY, {"path": ["market_snapshots"], "partition": partition})
     asset = data["assetOrError"]
     assert asset["__typename"] == "Asset", asset
@@ -126,11 +127,11 @@ def test_launch_hourly_job_and_read_results_over_graphql(dagster_server: Dagster
     assert len(ours) == 1, f"expected one materialization of {partition} by run {run_id}: {asset['assetMaterializations']}"
     assert ours[0]["partition"] == partition
     values = metadata(ours[0]["metadataEntries"])
-    assert values["dagster/row_count"] == COINS
+    assert values["dagster/row_count"] == COINS * HOURS
     assert values["coins"] == COINS
-    assert values["hours"] == 1
+    assert values["hours"] == HOURS
     assert values["source"] == "synthetic"
-    # The quickstart materialized the same hour before: the run added a newer materialization.
+    # The quickstart materialized the same day before: the run added a newer materialization.
     assert len(asset["assetMaterializations"]) >= 2
 
     # Its six quality checks were evaluated in the same run, and passed.
@@ -151,10 +152,10 @@ def test_launch_hourly_job_and_read_results_over_graphql(dagster_server: Dagster
         if check == "live_freshness":
             assert check_values["applicable"] is False
 
-    # coin_features for the hour came from the same run.
+    # coin_features for the day came from the same run.
     data = dagster_server.graphql(MATERIALIZATIONS_QUERY, {"path": ["coin_features"], "partition": partition})
     features = [m for m in data["assetOrError"]["assetMaterializations"] if m["runId"] == run_id]
-    assert len(features) == 1 and metadata(features[0]["metadataEntries"])["dagster/row_count"] == COINS
+    assert len(features) == 1 and metadata(features[0]["metadataEntries"])["dagster/row_count"] == COINS * HOURS
 
     # The quality gates of yesterday's anomaly detector evaluation (from the quickstart's training run):
     # all six recorded, each with a definite outcome, the metric floor with its numbers.

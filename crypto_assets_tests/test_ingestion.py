@@ -9,6 +9,7 @@ import pytest
 
 from crypto_assets.assets import ingestion
 from crypto_assets.market.schema import SNAPSHOT_COLUMNS, SourceBatch, conform
+from crypto_assets.partitions import daily_data_partitions, observed_window
 from crypto_assets.resources import MarketSource, build_resources
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
@@ -29,21 +30,64 @@ def materialize(warehouse, instance, source=None, **kwargs):
 
 
 def test_materializing_a_partition_twice_gives_the_same_rows(warehouse, instance):
-    first = materialize(warehouse, instance, partition_key="2026-03-01-05:00")
+    first = materialize(warehouse, instance, partition_key="2026-03-01")
     assert first.success
-    rows_1 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY coin_id")
-    assert len(rows_1) == 20
-    assert materialize(warehouse, instance, partition_key="2026-03-01-05:00").success
-    rows_2 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY coin_id")
+    rows_1 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id")
+    assert len(rows_1) == 24 * 20
+    assert materialize(warehouse, instance, partition_key="2026-03-01").success
+    rows_2 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id")
     pd.testing.assert_frame_equal(rows_1, rows_2)
-    # a neighbouring partition adds its own hour and leaves this one alone
-    assert materialize(warehouse, instance, partition_key="2026-03-01-06:00").success
-    counts = warehouse.query("SELECT partition_hour, count(*) AS n FROM raw.market_snapshots GROUP BY 1 ORDER BY 1")
-    assert counts["n"].tolist() == [20, 20]
+    # a neighbouring partition adds its own day and leaves this one alone
+    assert materialize(warehouse, instance, partition_key="2026-03-02").success
+    counts = warehouse.query("SELECT partition_hour::DATE AS day, count(*) AS n FROM raw.market_snapshots GROUP BY 1 ORDER BY 1")
+    assert counts["n"].tolist() == [24 * 20, 24 * 20]
 
 
-def test_seven_days_of_hourly_partitions_backfill_in_one_run(warehouse, instance):
-    result = materialize(warehouse, instance, tags=range_tags("2026-03-01-00:00", "2026-03-07-23:00"))
+def test_the_open_day_holds_only_the_hours_that_have_ended(warehouse, instance):
+    now = datetime.now(timezone.utc)
+    today = now.strftime("%Y-%m-%d")
+    assert today in daily_data_partitions.get_partition_keys()  # end_offset=1: today is a partition
+    assert materialize(warehouse, instance, partition_key=today).success
+    rows = warehouse.query("SELECT count(*) AS n, max(partition_hour) AS last FROM raw.market_snapshots").iloc[0]
+    # Hours that ended before the run: every coin, and nothing from the hour in progress or later.
+    assert rows["n"] in (now.hour * 20, (now.hour + 1) * 20)  # the clock may pass an hour during the run
+    if rows["n"]:
+        assert rows["last"] < pd.Timestamp(now.replace(tzinfo=None)).floor("h") + pd.Timedelta(hours=1)
+
+
+def test_observed_window_stops_at_the_hour_in_progress():
+    day = dg.TimeWindow(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 2, tzinfo=timezone.utc))
+    assert observed_window(day, now=datetime(2026, 3, 1, 10, 5, tzinfo=timezone.utc))[1] == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    assert observed_window(day, now=datetime(2026, 3, 5, tzinfo=timezone.utc)) == (day.start, day.end)
+    assert observed_window(day, now=datetime(2026, 2, 27, tzinfo=timezone.utc)) == (day.start, day.start)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "tick", "partition"),
+    [
+        ("hourly_ingest_and_score_schedule", datetime(2026, 3, 2, 0, 5), "2026-03-01"),  # 23:00 just ended
+        ("hourly_ingest_and_score_schedule", datetime(2026, 3, 2, 1, 5), "2026-03-02"),
+        ("hourly_labels_schedule", datetime(2026, 3, 2, 6, 15), "2026-03-01"),  # 23:00's horizon just ingested
+        ("hourly_labels_schedule", datetime(2026, 3, 2, 7, 15), "2026-03-02"),
+    ],
+)
+def test_hourly_schedules_rerun_the_day_holding_the_hour_due(schedule, tick, partition):
+    from crypto_assets.definitions import defs
+
+    definition = defs.resolve_schedule_def(schedule)
+    repository = defs.get_repository_def()
+
+    def run_request(at: datetime) -> dg.RunRequest:
+        context = dg.build_schedule_context(scheduled_execution_time=at.replace(tzinfo=timezone.utc), repository_def=repository)
+        return definition.evaluate_tick(context).run_requests[0]
+
+    request, later = run_request(tick), run_request(tick + timedelta(hours=1))
+    assert request.partition_key == partition
+    assert request.run_key != later.run_key  # one run per hour, though 24 ticks share a partition
+
+
+def test_seven_days_backfill_in_one_run(warehouse, instance):
+    result = materialize(warehouse, instance, tags=range_tags("2026-03-01", "2026-03-07"))
     assert result.success
     assert len(instance.get_runs()) == 1
     stats = warehouse.query(
@@ -51,7 +95,7 @@ def test_seven_days_of_hourly_partitions_backfill_in_one_run(warehouse, instance
     ).iloc[0]
     assert (stats["n"], stats["hours"], stats["coins"]) == (7 * 24 * 20, 168, 20)
     materialized = instance.get_materialized_partitions(dg.AssetKey("market_snapshots"))
-    assert len(materialized) == 168
+    assert len(materialized) == 7
     truth = warehouse.query("SELECT count(*) AS n FROM raw.anomaly_ground_truth").iloc[0]["n"]
     assert truth > 0
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -154,14 +198,14 @@ class DuplicatingSource(MarketSource):
 
 
 def test_failed_blocking_check_records_the_materialization_but_fails_the_step(warehouse, instance):
-    @dg.asset(deps=[ingestion.SNAPSHOTS], partitions_def=ingestion.hourly_partitions)
+    @dg.asset(deps=[ingestion.SNAPSHOTS], partitions_def=daily_data_partitions, backfill_policy=dg.BackfillPolicy.single_run())
     def downstream_of_snapshots():
         raise AssertionError("must not run after a failed blocking check")
 
     result = dg.materialize(
         [ingestion.market_snapshots, downstream_of_snapshots],
         instance=instance,
-        partition_key="2026-03-01-05:00",
+        partition_key="2026-03-01",
         resources={"warehouse": warehouse, "market_source": DuplicatingSource()},
         raise_on_error=False,
     )
@@ -209,8 +253,15 @@ def test_definitions_validate_and_load_without_heavy_ml_imports():
     assert validated.returncode == 0, validated.stderr[-2000:]
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, crypto_assets.definitions; "
-         "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently') if m in sys.modules))"],
+         "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently', 'arch', 'scipy', 'pandas', 'numpy') if m in sys.modules))"],
         cwd=root, capture_output=True, text=True, timeout=300,
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.strip() == ""
+
+
+def test_a_deprecated_api_called_from_our_code_fails_the_tests():
+    # pyproject's filterwarnings turns DeprecationWarnings raised from crypto_assets code into errors.
+    probe = compile("import warnings\nwarnings.warn('old API', DeprecationWarning)", "probe.py", "exec")
+    with pytest.raises(DeprecationWarning, match="old API"):
+        exec(probe, {"__name__": "crypto_assets.probe"})

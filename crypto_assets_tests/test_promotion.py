@@ -1,27 +1,33 @@
+"""Candidates, gated evaluations and champion decisions on the prepared synthetic market.
+
+Recipes train on 7 days (train_days) to keep the tests quick; the prepared market holds 21 days.
+"""
+
 import json
 
 import dagster as dg
+import pandas as pd
+import pytest
 
 from crypto_assets import registry
-from crypto_assets.assets import models, promotion, serving
+from crypto_assets.assets import candidates, evaluations, promotion, serving
 from crypto_assets.assets.promotion import promotion_run_requests
-from crypto_assets.models import FAMILIES_BY_NAME
+from crypto_assets.ml.families import FAMILIES_BY_NAME
+from crypto_assets.ml.walk_forward import frame_sha256
 
 DAY = "2026-03-14"
-HOUR = "2026-03-14-12:00"
-WEAK_DETECTOR = {"n_estimators": 10, "max_samples": 16, "contamination": 0.01, "random_state": 1}
+QUICK = {"anomaly_detector": {"train_days": 7}, "volatility_model": {"train_days": 7, "n_estimators": 40}}
+WEAK_DETECTOR = {"train_days": 7, "n_estimators": 10, "max_samples": 16, "contamination": 0.02, "random_state": 1}
 
 
 def _assets(name):
     family = FAMILIES_BY_NAME[name]
-    return [a for a in models.candidate_assets + models.evaluation_assets
-            if a.key in (models.candidate_key(family), models.evaluation_key(family))]
+    return [a for a in candidates.candidate_assets + evaluations.evaluation_assets
+            if a.key in (candidates.candidate_key(family), evaluations.evaluation_key(family))]
 
 
 def train_and_evaluate(warehouse, instance, name="anomaly_detector", day=DAY, candidate=None, gates=None):
-    ops = {}
-    if candidate:
-        ops[f"{name}_candidate"] = {"config": candidate}
+    ops = {f"{name}_candidate": {"config": candidate or QUICK[name]}}
     if gates:
         ops[f"{name}_evaluation"] = {"config": gates}
     return dg.materialize(
@@ -55,59 +61,124 @@ def champion_id(warehouse, name="anomaly_detector"):
     return current.version_id if current else None
 
 
+def gate_outcomes(result) -> dict[str, str]:
+    return {e.check_name: e.metadata["outcome"].value for e in result.get_asset_check_evaluations()}
+
+
 def test_failed_gate_leaves_the_champion_unchanged_and_records_why(prepared_warehouse, instance):
     evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_pr_auc": 0.999})
     assert not evaluation.success  # the blocking gate stops the run...
-    checks = {e.check_name: e.passed for e in evaluation.get_asset_check_evaluations()}
-    assert checks[models.FLOOR_GATE] is False and checks[models.BASELINE_GATE] is True
+    outcomes = gate_outcomes(evaluation)
+    assert outcomes[evaluations.FLOOR_GATE] == "failed" and outcomes[evaluations.BASELINE_GATE] == "passed"
     # ...but the evaluation is recorded, and promotion reads the gate results themselves.
     requests, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert len(requests) == 1 and results[0].success
     assert champion_id(prepared_warehouse) is None
     (event,) = events(prepared_warehouse)
     assert event["outcome"] == "refused" and event["trigger"] == "sensor"
-    assert models.FLOOR_GATE in event["reason"]
-    assert json.loads(event["gate_results"])[models.FLOOR_GATE] is False
+    assert f"{evaluations.FLOOR_GATE} failed" in event["reason"]
+    assert "90% CI [" in event["reason"]  # the evidence the gates saw travels with the decision
+    assert json.loads(event["gate_results"])[evaluations.FLOOR_GATE] == "failed"
     decision = results[0].asset_materializations_for_node("model_champions")[0].metadata
     assert decision["outcome"].value == "refused" and decision["champion_version"].value == "none"
 
 
-def test_first_candidate_becomes_champion_only_through_the_absolute_gates(prepared_warehouse, instance):
+def test_too_few_positives_refuses_as_inconclusive(prepared_warehouse, instance):
+    evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_positives": 100_000})
+    assert not evaluation.success
+    outcomes = gate_outcomes(evaluation)
+    assert outcomes[evaluations.BASELINE_GATE] == "inconclusive" and outcomes[evaluations.FLOOR_GATE] == "inconclusive"
+    check = next(e for e in evaluation.get_asset_check_evaluations() if e.check_name == evaluations.BASELINE_GATE)
+    assert not check.passed and check.description.startswith("INCONCLUSIVE")
+    apply_promotion_requests(prepared_warehouse, instance)
+    (event,) = events(prepared_warehouse)
+    assert event["outcome"] == "refused"
+    assert f"{evaluations.BASELINE_GATE} inconclusive" in event["reason"] and "fewer than the 100000 required" in event["reason"]
+    assert champion_id(prepared_warehouse) is None
+
+
+def test_first_candidate_becomes_champion_on_its_intervals(prepared_warehouse, instance):
     evaluation = train_and_evaluate(prepared_warehouse, instance)
-    assert evaluation.success, "the detector should pass every gate on the synthetic market"
+    assert evaluation.success, gate_outcomes(evaluation)
     metadata = evaluation.asset_materializations_for_node("anomaly_detector_evaluation")[0].metadata
-    assert metadata["candidate_pr_auc"].value > metadata["baseline_pr_auc"].value
-    assert metadata["champion_version"].value == "none"
+    assert metadata["candidate_pr_auc"].value > metadata["zscore_pr_auc"].value
+    assert metadata["champion_version"].value == "none" and metadata["champion_comparison"].value == "no champion yet"
+    assert metadata["evaluation_positives"].value >= 30
+    stored = prepared_warehouse.query("SELECT gate, comparator, ci_low, ci_high, outcome FROM ml.gate_evidence WHERE split_id = ?", [DAY])
+    assert stored.values.tolist()[0][:2] == [evaluations.BASELINE_GATE, "zscore"] and stored["ci_low"][0] > 0
     _, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert results[0].success
     assert champion_id(prepared_warehouse) == "v1"
     (event,) = events(prepared_warehouse)
     assert (event["from_version"], event["to_version"], event["outcome"]) == (None, "v1", "promoted")
-    assert all(json.loads(event["gate_results"]).values())
-    assert "first champion" in event["reason"]
+    assert set(json.loads(event["gate_results"]).values()) == {"passed"}
+    assert "first champion" in event["reason"] and f"CI [{stored['ci_low'][0]:+.4f}" in event["reason"]
 
 
-def test_a_better_candidate_replaces_the_champion_and_an_equal_one_does_not(prepared_warehouse, instance):
+def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehouse, instance):
     # The weak detector may or may not pass its gates; it becomes champion by hand either way.
     train_and_evaluate(prepared_warehouse, instance, candidate=WEAK_DETECTOR, gates={"min_pr_auc": 0.0})
     assert champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1",
                         reason="weak model as a starting point").success
-    cursor = {"anomaly_detector": instance.fetch_materializations(models.evaluation_key(FAMILIES_BY_NAME["anomaly_detector"]), limit=1).records[0].storage_id}
+    cursor = {"anomaly_detector": instance.fetch_materializations(evaluations.evaluation_key(FAMILIES_BY_NAME["anomaly_detector"]), limit=1).records[0].storage_id}
 
     better = train_and_evaluate(prepared_warehouse, instance)
-    assert better.success
-    _, results, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
+    assert better.success, gate_outcomes(better)
+    metadata = better.asset_materializations_for_node("anomaly_detector_evaluation")[0].metadata
+    assert "its recipe fitted walk-forward on the same days" in metadata["champion_comparison"].value
+    assert metadata["vs_champion_outcome"].value == "passed"
+    _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
     assert champion_id(prepared_warehouse) == "v2"
     assert events(prepared_warehouse)[-1]["from_version"] == "v1"
+    assert "beats_champion: PR-AUC" in events(prepared_warehouse)[-1]["reason"]
 
-    same = train_and_evaluate(prepared_warehouse, instance)  # identical config and seed: no improvement
+    # The same recipe again: identical out-of-time scores, a difference of exactly zero. Demanding a
+    # gain (margin 0) refuses it; the default margin (not credibly worse) lets the fresher fit serve.
+    same = train_and_evaluate(prepared_warehouse, instance, gates={"champion_margin": 0.0})
     assert not same.success
-    checks = {e.check_name: e.passed for e in same.get_asset_check_evaluations()}
-    assert checks[models.CHAMPION_GATE] is False
+    assert gate_outcomes(same)[evaluations.CHAMPION_GATE] == "failed"
+    evidence_row = prepared_warehouse.query(
+        "SELECT difference, ci_low, ci_high FROM ml.gate_evidence WHERE gate = ? AND version_id = 'v3'", [evaluations.CHAMPION_GATE]
+    ).iloc[0]
+    assert evidence_row.tolist() == [0.0, 0.0, 0.0]
+    _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
+    assert champion_id(prepared_warehouse) == "v2" and events(prepared_warehouse)[-1]["outcome"] == "refused"
+
+    fresh = train_and_evaluate(prepared_warehouse, instance)
+    assert fresh.success
     apply_promotion_requests(prepared_warehouse, instance, cursor)
-    assert champion_id(prepared_warehouse) == "v2"
-    last = events(prepared_warehouse)[-1]
-    assert last["outcome"] == "refused" and models.CHAMPION_GATE in last["reason"]
+    assert champion_id(prepared_warehouse) == "v4"
+
+
+def test_lineage_is_recorded_with_the_version_and_matches_the_split(prepared_warehouse, instance):
+    result = train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
+    with prepared_warehouse.connect() as conn:
+        version = registry.resolve(conn, "volatility_model", "latest")
+        split = prepared_warehouse.query("SELECT * FROM ml.split_summaries WHERE split_id = ?", [DAY]).iloc[0]
+        scores = evaluations.read_scores(conn, "volatility_model", DAY, version.version_id)
+    lineage = version.lineage
+    assert (lineage.split_id, lineage.evaluation_start, lineage.evaluation_end) == (DAY, split["evaluation_start"], split["evaluation_end"])
+    assert str(lineage.train_start) == "2026-03-08 00:00:00" and str(lineage.train_end) == "2026-03-15 00:00:00"  # 7 days up to the day's end
+    candidate_rows = scores[scores["role"] == "candidate"]
+    assert lineage.evaluation_rows == len(candidate_rows) and lineage.evaluation_positives == int(candidate_rows["truth"].sum())
+    # the training frame's hash names exactly the rows the refit read
+    from crypto_assets.assets.splits import load_rows
+
+    with prepared_warehouse.connect() as conn:
+        rows = load_rows(conn, lineage.train_start, lineage.train_end)
+    family = FAMILIES_BY_NAME["volatility_model"]
+    train = family.usable_rows(rows)
+    assert lineage.train_rows == len(train) and lineage.train_positives == int(family.truth(train).sum())
+    assert lineage.training_frame_sha256 == frame_sha256(train, version.features)
+    # ... and the UI shows it on the candidate and on the evaluation
+    candidate_meta = result.asset_materializations_for_node("volatility_model_candidate")[0].metadata
+    evaluation_meta = result.asset_materializations_for_node("volatility_model_evaluation")[0].metadata
+    for meta in (candidate_meta, evaluation_meta):
+        assert meta["lineage/training_frame_sha256"].value == lineage.training_frame_sha256
+        assert meta["lineage/split_id"].value == DAY
+    assert "gain_importance" in candidate_meta
+    for key in ("candidate_pr_auc", "persistence_pr_auc", "har_pr_auc", "candidate_brier", "vs_har_difference"):
+        assert isinstance(evaluation_meta[key].value, float), key
 
 
 def test_manual_promotion_and_rollback(prepared_warehouse, instance):
@@ -148,42 +219,52 @@ def test_a_tampered_artifact_cannot_become_champion(prepared_warehouse, instance
     assert champion_id(prepared_warehouse) is None and events(prepared_warehouse) == []
 
 
-def _score(warehouse, instance, name="anomaly_detector"):
+def _score(warehouse, instance, name="anomaly_detector", day=DAY):
     asset = next(a for a in serving.scoring_assets if a.key.path[0] == serving.SCORE_TABLES[name])
-    return dg.materialize([asset], instance=instance, partition_key=HOUR, resources={"warehouse": warehouse}, raise_on_error=False)
+    return dg.materialize([asset], instance=instance, partition_key=day, resources={"warehouse": warehouse}, raise_on_error=False)
 
 
-def test_scoring_skips_with_a_reason_until_there_is_a_champion_then_uses_the_current_one(prepared_warehouse, instance):
+def test_the_champion_serves_and_the_latest_candidate_scores_beside_it_in_shadow(prepared_warehouse, instance):
     skipped = _score(prepared_warehouse, instance)
-    assert skipped.success
-    assert skipped.asset_materializations_for_node("anomaly_scores") == []
+    assert skipped.success and skipped.asset_materializations_for_node("anomaly_scores") == []
     observations = [e for e in skipped.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert "no anomaly_detector champion yet" in observations[0].asset_observation_data.asset_observation.metadata["skipped"].value
 
     train_and_evaluate(prepared_warehouse, instance, candidate=WEAK_DETECTOR, gates={"min_pr_auc": 0.0})
     train_and_evaluate(prepared_warehouse, instance)
-    promote = {"model_name": "anomaly_detector", "action": "promote", "reason": "test"}
-    champion_run(prepared_warehouse, instance, **promote, version="v1")
+    champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="test")
     assert _score(prepared_warehouse, instance).success
-    query = "SELECT DISTINCT version_id, count(*) OVER () AS n FROM serving.model_scores WHERE model_name = 'anomaly_detector'"
-    assert prepared_warehouse.query(query).values.tolist() == [["v1", 20]]
-    champion_run(prepared_warehouse, instance, **promote, version="v2")
+    by_role = "SELECT role, version_id, count(*) AS n FROM serving.model_scores WHERE model_name = 'anomaly_detector' GROUP BY ALL ORDER BY role, version_id"
+    assert prepared_warehouse.query(by_role).values.tolist() == [["champion", "v1", 24 * 20], ["shadow", "v2", 24 * 20]]
+    first = prepared_warehouse.query("SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL")
+
+    # a re-run replaces the rows and keeps when each hour was first scored: the record of what was known when
     assert _score(prepared_warehouse, instance).success
-    assert prepared_warehouse.query(query).values.tolist() == [["v2", 20]]
+    again = prepared_warehouse.query("SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL")
+    pd.testing.assert_frame_equal(first, again)
+
+    # promoted, the shadow serves; the old champion's rows stay as they were (what it said, when)
+    champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v2", reason="shadow did well")
+    assert _score(prepared_warehouse, instance).success
+    assert prepared_warehouse.query(by_role).values.tolist() == [
+        ["champion", "v1", 24 * 20], ["champion", "v2", 24 * 20], ["shadow", "v2", 24 * 20],
+    ]
 
 
-def test_volatility_evaluation_reports_metrics_and_lightgbm_explanations(prepared_warehouse, instance):
-    result = train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
-    metadata = result.asset_materializations_for_node("volatility_model_evaluation")[0].metadata
-    for key in ("candidate_pr_auc", "candidate_roc_auc", "candidate_f1", "candidate_brier", "baseline_pr_auc",
-                "candidate_latency_ms_per_1000_rows"):
-        assert isinstance(metadata[key].value, float), key
-    assert "gain_importance" in metadata and "mean_abs_contribution" in metadata
-    stored = prepared_warehouse.query(
-        "SELECT role, count(*) AS metrics FROM ml.model_evaluations WHERE model_name = 'volatility_model' GROUP BY role ORDER BY role"
-    )
-    assert stored["role"].tolist() == ["baseline", "candidate"]
-    with prepared_warehouse.connect() as conn:
-        version = registry.resolve(conn, "volatility_model", "latest")
-        model = registry.load_artifact(conn, version)
-    assert 0.0 < model.threshold < 1.0 and model.info["validation_rows"] > 0
+def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfilled(prepared_warehouse, instance):
+    train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
+    train_and_evaluate(prepared_warehouse, instance, name="volatility_model", candidate={"train_days": 5, "n_estimators": 30}, gates={"min_pr_auc": 0.0})
+    champion_run(prepared_warehouse, instance, model_name="volatility_model", action="promote", version="v1", reason="test")
+    assert _score(prepared_warehouse, instance, "volatility_model").success
+    outcomes = dg.materialize([serving.prediction_outcomes], instance=instance, partition_key=DAY,
+                              resources={"warehouse": prepared_warehouse}, raise_on_error=False)
+    assert outcomes.success
+    rows = prepared_warehouse.query("SELECT role, version_id, live, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role")
+    labeled = prepared_warehouse.query(
+        "SELECT count(*) AS n FROM features.coin_labels WHERE volatility_spike IS NOT NULL AND partition_hour::DATE = DATE '2026-03-14'"
+    )["n"][0]
+    # scored long after the hours ended (a backfill today of a day in March): none of it is live
+    assert rows.values.tolist() == [["champion", "v1", False, labeled], ["shadow", "v2", False, labeled]]
+    metadata = outcomes.asset_materializations_for_node("prediction_outcomes")[0].metadata
+    assert metadata["live_rows_7d"].value == 0
+    assert "shadow" in metadata["by_version_and_role"].value

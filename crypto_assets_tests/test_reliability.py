@@ -1,5 +1,6 @@
 """Faults and hostile input: killed processes, injection attempts, bad config, leaked secrets."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,13 +15,13 @@ import pytest
 from crypto_assets import registry
 from crypto_assets.assets import ingestion
 from crypto_assets.assets.splits import SplitConfig
-from crypto_assets.models import GateConfig
-from crypto_assets.resources import CoinGeckoMarketConfig, CsvMarketConfig, MarketSource
+from crypto_assets.ml.families import GateConfig, VolatilityModelConfig
+from crypto_assets.resources import CoinGeckoMarketConfig, CsvMarketConfig, MarketSource, SyntheticMarketConfig
 
 from .fake_coingecko import FakeCoinGecko
 
 ROOT = Path(__file__).resolve().parents[1]
-HOUR = "2026-03-01-05:00"
+DAY = "2026-03-01"
 
 
 def _child(code: str, database: Path, wait_for: str | None = None, timeout: float = 120) -> subprocess.Popen | str:
@@ -144,7 +145,7 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
     path = tmp_path / "hostile.csv"
     pd.concat([rows, bad]).to_csv(path, index=False)
     source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], inject_anomalies=False))
-    result = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=HOUR,
+    result = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
                             resources={"warehouse": warehouse, "market_source": source}, raise_on_error=False)
     assert result.success
     stored = warehouse.query("SELECT coin_id, symbol, price FROM raw.market_snapshots ORDER BY price")
@@ -163,12 +164,31 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
         assert conn.execute("SELECT count(*) FROM registry.model_versions").fetchone()[0] == len(HOSTILE)
 
 
+def test_an_unreadable_csv_file_is_said_in_the_run_and_the_others_land(warehouse, instance, tmp_path):
+    good = pd.DataFrame({"coin_id": ["bitcoin"] * 3, "symbol": ["BTC"] * 3, "price": [1.0, 2.0, 3.0],
+                         "observed_at": [f"2026-03-01T0{h}:00:00Z" for h in range(3)]})
+    good.to_csv(tmp_path / "good.csv", index=False)
+    (tmp_path / "export.csv").write_text("Date,Open,High,Low,Close\n2026-03-01 01-AM,1,2,0.5,1.5\n")  # no pair anywhere
+    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(tmp_path)], inject_anomalies=False))
+    result = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
+                            resources={"warehouse": warehouse, "market_source": source}, raise_on_error=False)
+    assert result.success
+    assert warehouse.query("SELECT count(*) AS n FROM raw.market_snapshots")["n"].iloc[0] == 3
+    metadata = result.asset_materializations_for_node("market_snapshots")[0].metadata
+    assert metadata["source_files_unreadable"].value == 1
+    assert "export.csv: unreadable" in metadata["source_warnings"].value
+    warnings = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("export.csv: unreadable" in m and "does not name the pair" in m for m in warnings), warnings
+
+
 @pytest.mark.parametrize(
     ("build", "field"),
     [
-        (lambda: SplitConfig(holdout_hours=-1), "holdout_hours"),
-        (lambda: SplitConfig(max_history_hours=-24), "max_history_hours"),
-        (lambda: SplitConfig(holdout_hours=72, max_history_hours=48), "holdout_hours"),
+        (lambda: SplitConfig(evaluation_days=0), "evaluation_days"),
+        (lambda: SplitConfig(evaluation_days=400), "evaluation_days"),
+        (lambda: VolatilityModelConfig(train_days=1), "train_days"),
+        (lambda: GateConfig(min_positives=0), "min_positives"),
+        (lambda: SyntheticMarketConfig(regime_shift_at="yesterday"), "regime_shift_at"),
         (lambda: SplitConfig(embargo_hours=2), "embargo_hours"),
         (lambda: GateConfig(min_pr_auc=1.5), "min_pr_auc"),
         (lambda: MarketSource(kind="bloomberg"), "kind"),
@@ -210,12 +230,12 @@ def test_the_api_key_never_appears_in_logs_metadata_or_errors(warehouse, instanc
         ))
 
     with FakeCoinGecko(required_key=("x-cg-demo-api-key", SECRET)) as server:
-        ok = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=HOUR,
+        ok = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
                             resources={"warehouse": warehouse, "market_source": source(server.base_url)}, raise_on_error=False)
         assert ok.success
         assert server.requests[0].headers.get("x-cg-demo-api-key") == SECRET  # the key was really used
     with FakeCoinGecko(required_key=("x-cg-demo-api-key", "a-different-key")) as server:
-        denied = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=HOUR,
+        denied = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
                                 resources={"warehouse": warehouse, "market_source": source(server.base_url)}, raise_on_error=False)
         assert not denied.success
     error = denied.failure_data_for_node("market_snapshots").error

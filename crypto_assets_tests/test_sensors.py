@@ -10,7 +10,9 @@ from crypto_assets.sensors import champion_promotion_sensor, run_failure_alert_s
 from .test_promotion import DAY, champion_run, train_and_evaluate
 
 
-def test_promotion_sensor_requests_one_gate_run_per_completed_evaluation(prepared_warehouse, instance):
+def test_promotion_sensor_requests_one_gate_run_per_completed_evaluation(prepared_warehouse, home_instance):
+    """On the repo's SQLite instance and on the production PostgreSQL instance."""
+    instance = home_instance
     empty = champion_promotion_sensor(dg.build_sensor_context(instance=instance))
     assert not empty.run_requests and "no new evaluation" in empty.skip_reason.skip_message
 

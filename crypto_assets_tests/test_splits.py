@@ -1,3 +1,5 @@
+"""Daily splits: the evaluation window, excluded coins, re-runs, and what the checks say."""
+
 import json
 
 import dagster as dg
@@ -12,54 +14,52 @@ def _split(warehouse, instance, **config):
                           run_config={"ops": {"training_splits": {"config": config}}}, raise_on_error=False)
 
 
-def test_split_windows_embargo_and_checks(prepared_warehouse, instance):
-    result = _split(prepared_warehouse, instance, holdout_hours=24, max_history_hours=240, embargo_hours=6)
+def test_the_window_is_the_evaluation_days_ending_with_the_split_day(prepared_warehouse, instance):
+    result = _split(prepared_warehouse, instance, evaluation_days=7)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    parts = prepared_warehouse.query(
-        "SELECT part, min(partition_hour) AS first, max(partition_hour) AS last, count(DISTINCT coin_id) AS coins "
-        "FROM ml.training_splits WHERE split_id = ? GROUP BY part ORDER BY part", [DAY]
-    ).set_index("part")
-    assert str(parts.loc["holdout", "first"]) == "2026-03-14 00:00:00" and str(parts.loc["holdout", "last"]) == "2026-03-14 23:00:00"
-    assert str(parts.loc["train", "last"]) == "2026-03-13 17:00:00"  # 6 hours of embargo before the holdout
-    assert str(parts.loc["train", "first"]) == "2026-03-03 18:00:00"  # 240 hours of history
-    assert (parts["coins"] == 20).all()
+    summary = prepared_warehouse.query("SELECT * FROM ml.split_summaries WHERE split_id = ?", [DAY]).iloc[0]
+    assert str(summary["evaluation_start"]) == "2026-03-08 00:00:00" and str(summary["evaluation_end"]) == "2026-03-15 00:00:00"
+    rows = prepared_warehouse.query(
+        "SELECT count(*) AS n, count(DISTINCT coin_id) AS coins, count(*) FILTER (WHERE l.volatility_spike) AS spikes, "
+        "count(l.volatility_spike) AS labeled FROM features.coin_features f LEFT JOIN features.coin_labels l USING (coin_id, partition_hour) "
+        "WHERE partition_hour >= '2026-03-08' AND partition_hour < '2026-03-15'"
+    ).iloc[0]
+    assert (summary["evaluation_rows"], summary["coins"]) == (rows["n"], rows["coins"]) == (7 * 24 * 20, 20)
+    assert summary["spike_rate"] == rows["spikes"] / rows["labeled"]
+    assert summary["anomaly_rows"] > 0 and summary["embargo_hours"] == 6
 
 
-def test_coins_with_too_few_rows_are_excluded_and_listed(prepared_warehouse, instance):
+def test_coins_with_too_few_hours_are_excluded_and_listed(prepared_warehouse, instance):
     with prepared_warehouse.connect() as conn:
-        conn.execute("DELETE FROM features.coin_features WHERE coin_id = 'aptos' AND partition_hour >= '2026-03-14 02:00'")
-    result = _split(prepared_warehouse, instance, min_snapshots_per_coin=3)
+        conn.execute("DELETE FROM features.coin_features WHERE coin_id = 'aptos' AND partition_hour >= '2026-03-09 02:00'")
+    result = _split(prepared_warehouse, instance, min_coin_hours=30)
     assert result.success
     metadata = result.asset_materializations_for_node("training_splits")[0].metadata
-    assert metadata["excluded_coins"].value == "aptos"
-    in_split = prepared_warehouse.query("SELECT count(*) AS n FROM ml.training_splits WHERE split_id = ? AND coin_id = 'aptos'", [DAY])
-    assert in_split["n"][0] == 0
-    summary = prepared_warehouse.query("SELECT excluded_coins FROM ml.split_summaries WHERE split_id = ?", [DAY])
+    assert metadata["excluded_coins"].value == "aptos" and metadata["coins"].value == 19
+    summary = prepared_warehouse.query("SELECT excluded_coins, evaluation_rows FROM ml.split_summaries WHERE split_id = ?", [DAY])
     assert json.loads(summary["excluded_coins"][0]) == ["aptos"]
+    assert summary["evaluation_rows"][0] == 7 * 24 * 19
 
 
 def test_rerunning_a_split_replaces_it(prepared_warehouse, instance):
-    assert _split(prepared_warehouse, instance, holdout_hours=24).success
-    assert _split(prepared_warehouse, instance, holdout_hours=48).success
-    counts = prepared_warehouse.query(
-        "SELECT part, count(*) AS n FROM ml.training_splits WHERE split_id = ? GROUP BY part ORDER BY part", [DAY]
-    )
-    assert counts.values.tolist() == [["holdout", 48 * 20], ["train", 336 * 20]]
-    assert prepared_warehouse.query("SELECT count(*) AS n FROM ml.split_summaries WHERE split_id = ?", [DAY])["n"][0] == 1
+    assert _split(prepared_warehouse, instance, evaluation_days=7).success
+    assert _split(prepared_warehouse, instance, evaluation_days=3).success
+    summaries = prepared_warehouse.query("SELECT evaluation_start, evaluation_rows FROM ml.split_summaries WHERE split_id = ?", [DAY])
+    assert len(summaries) == 1
+    assert str(summaries["evaluation_start"][0]) == "2026-03-12 00:00:00" and summaries["evaluation_rows"][0] == 3 * 24 * 20
 
 
-def test_the_embargo_check_fails_when_train_runs_into_the_holdout(prepared_warehouse):
-    with prepared_warehouse.connect() as conn:
-        conn.execute("DELETE FROM ml.training_splits")
-        conn.execute(
-            """
-            INSERT INTO ml.training_splits VALUES
-              ('bad', 'train', 'bitcoin', '2026-03-13 22:00'), ('bad', 'train', 'bitcoin', '2026-03-13 23:00'),
-              ('bad', 'holdout', 'bitcoin', '2026-03-14 00:00'), ('bad', 'holdout', 'bitcoin', '2026-03-13 23:00')
-            """
-        )
-        checks = {c.check_name: c.passed for c in splits.split_checks(conn, "bad", splits.SplitConfig())}
-    assert checks[splits.NO_OVERLAP_CHECK] is False
-    assert checks[splits.EMBARGO_CHECK] is False
-    assert checks[splits.MIN_ROWS_CHECK] is False
+def test_too_few_rows_fail_the_blocking_check(prepared_warehouse, instance):
+    result = _split(prepared_warehouse, instance, min_evaluation_rows=10_000)
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks[splits.MIN_ROWS_CHECK].passed is False
+    assert checks[splits.MIN_ROWS_CHECK].metadata["evaluation_rows"].value == 7 * 24 * 20
+
+
+def test_an_embargo_shorter_than_the_label_horizon_is_refused_before_the_run():
+    import pytest
+
+    with pytest.raises(Exception, match="embargo_hours"):
+        splits.SplitConfig(embargo_hours=2)

@@ -14,11 +14,11 @@ What the test clicks and checks, one screenshot per step (in ``.local/screenshot
 2. Asset ``coin_features`` → tab Lineage: market_snapshots upstream, training_splits,
    anomaly_scores and volatility_forecasts downstream, with their edges. ``02_coin_features_lineage.png``
 3. Asset ``market_snapshots`` → Materialize… → Confirm (the multi-asset also writes
-   market_quarantine and anomaly_ground_truth) → type one hourly partition (the first one, never
+   market_quarantine and anomaly_ground_truth) → type one daily partition (the first one, never
    materialized) → "1 partition" → ``03_materialize_dialog.png`` → Launch 1 run → toast → View:
    the run page shows the partition and reaches Success (and the API agrees). ``04_run_succeeded.png``
 4. Back on ``market_snapshots`` → tab Partitions → filter by the partition key → click it: its
-   latest materialization is from that run, with dagster/row_count 20, coins 20, hours 1 and
+   latest materialization is from that run, with dagster/row_count 480, coins 20, hours 24 and
    source synthetic. ``05_market_snapshots_partition.png``
 5. Asset ``anomaly_detector_evaluation`` → tab Checks: the six gates (meets_metric_floor,
    beats_baseline, beats_champion, sane_flag_rate, no_nan_scores, artifact_verified) are listed,
@@ -188,6 +188,20 @@ def metadata_value(page, key: str) -> str:
     return values[-1]
 
 
+def markdown_metadata_text(page, key: str) -> str:
+    """The text of a markdown metadata value; the UI folds long ones behind a "Show Markdown" link."""
+    text = metadata_value(page, key)
+    if "Show Markdown" not in text:
+        return text
+    row = page.locator("tr").filter(has=page.get_by_text(key, exact=True)).first
+    row.get_by_text(re.compile("Show Markdown")).first.click()
+    dialog = page.get_by_role("dialog").last
+    sync_api.expect(dialog).to_be_visible()
+    text = dialog.inner_text()
+    page.keyboard.press("Escape")
+    return text
+
+
 def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer):
     expect = sync_api.expect
     base = dagster_server.url
@@ -201,7 +215,7 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
         shots.append(path.name)
         print(f"[ui] {path}")
 
-    partition = f"{dagster_server.partitions_start}-00:00"  # the first hourly partition: never materialized
+    partition = dagster_server.partitions_start  # the first daily partition: never materialized
     user_data_dir = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         with sync_api.sync_playwright() as playwright:
@@ -240,7 +254,7 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     expect(page.get_by_text("coin_features", exact=True).first).to_be_visible()
                     shot(page, "coin_features_lineage")
 
-                    # 3. Materialize one hourly partition of market_snapshots from its page.
+                    # 3. Materialize one daily partition of market_snapshots from its page.
                     page.goto(f"{base}/assets/market_snapshots")
                     page.locator("button", has_text="Materialize…").first.click()
                     confirm = page.get_by_role("button", name="Confirm")
@@ -280,7 +294,7 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     page.wait_for_url(re.compile(r"partition="))
                     expect(page.get_by_text(run_id[:8], exact=True).first).to_be_visible()
                     partition_metadata = {k: metadata_value(page, k) for k in ("dagster/row_count", "coins", "hours", "source")}
-                    assert partition_metadata == {"dagster/row_count": "20", "coins": "20", "hours": "1", "source": "synthetic"}, partition_metadata
+                    assert partition_metadata == {"dagster/row_count": "480", "coins": "20", "hours": "24", "source": "synthetic"}, partition_metadata
                     shot(page, "market_snapshots_partition")
 
                     # 5. The evaluation's quality gates on its Checks tab.
@@ -317,7 +331,7 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     assert reason, "empty reason"
                     shot(page, "model_champions")
                     # Further down: the model's last decisions (registry.promotion_events), newest first.
-                    decisions = " ".join(metadata_value(page, "recent_decisions").split())
+                    decisions = " ".join(markdown_metadata_text(page, "recent_decisions").split())
                     assert outcome in decisions and " ".join(reason.split()) in decisions, decisions
                     page.get_by_text("recent_decisions", exact=True).first.scroll_into_view_if_needed()
                     shot(page, "model_champions_decisions")

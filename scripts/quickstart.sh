@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # README command 1: set up, materialize a recent window of partitions through every asset on the
-# offline synthetic market, then open the Dagster UI on http://127.0.0.1:${PORT:-3000}.
+# offline synthetic market, then open the Dagster UI on http://127.0.0.1:${PORT:-3000}, with the
+# drift reports served on http://127.0.0.1:${REPORTS_PORT:-3001} (linked from feature_drift).
 # QUICKSTART_NO_UI=1 stops after the materializations (used by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DAGSTER_HOME="$PWD/.local/dagster_home"
-mkdir -p "$DAGSTER_HOME"
-cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+# The deployment's dagster.yaml into DAGSTER_HOME, and the instance's storage created once.
+.venv/bin/python -m crypto_assets.instance --home "$DAGSTER_HOME"
+# Dagster's backfill bookkeeping settings, for the webserver and daemon of `dagster dev` too.
+eval "$(.venv/bin/python -m crypto_assets.instance --print-env)"
+export CRYPTO_ASSETS_REPORTS_URL="${CRYPTO_ASSETS_REPORTS_URL:-http://127.0.0.1:${REPORTS_PORT:-3001}}"
 .venv/bin/python -m crypto_assets.quickstart "$@"
 if [ "${QUICKSTART_NO_UI:-0}" != "1" ]; then
+  .venv/bin/python -m crypto_assets.report_server --port "${REPORTS_PORT:-3001}" &
+  reports=$!
+  trap 'kill "$reports" 2>/dev/null || true' EXIT
   echo "Opening the Dagster UI on http://127.0.0.1:${PORT:-3000} (Ctrl-C to stop)"
-  exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}"
+  .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}"
 fi

@@ -1,43 +1,58 @@
-"""Daily feature drift, computed with Evidently and stored in ``ml.feature_drift`` / ``ml.drift_summaries``.
+"""Daily feature drift: the latest day against the weeks before it, per feature, with effect sizes.
 
-For day D (split id D) the asset compares, over the features of the spec:
+For day D (split id D) the asset compares, over the features the models read:
 
-- ``holdout_vs_train``: the split's holdout (current) against its own train part (reference);
-- ``latest_vs_champion:<model>``: the same holdout against the train part of the split each
-  current champion was trained on, once champions exist.
+- ``recent_vs_reference``: the rows of the ``current_days`` ending with D (current) against the
+  ``reference_days`` before them (reference): like with like, recent market against recent market;
+- ``recent_vs_champion_training:<model>``: the same current rows against the rows each current
+  champion was trained on (its lineage), once champions exist.
 
-The reference is sampled to at most ``max_reference_rows`` rows with a fixed seed, so a rerun
-gives the same numbers. Each comparison is saved as an Evidently HTML report under
-``CRYPTO_ASSETS_REPORTS_DIR`` (default ``.local/reports``).
+Per feature the test is an effect size, not a p-value (with thousands of autocorrelated hourly rows
+every p-value is tiny): Evidently's normed Wasserstein distance by default, or PSI. Slow features
+(a week's volatility, say) move from day to day on a quiet market too, so by default each
+feature's threshold is calibrated on the reference itself: the largest distance between one of its
+days and the rest of it (times ``calibration_margin``, never below ``feature_threshold``). A
+feature drifts when today is further from the reference than any reference day was (by the
+margin). The dataset-level rule: drift is detected when at least ``drift_share_threshold`` of the
+features drifted, or when one is ``decisive_factor`` times past its threshold (a frozen feed or a
+unit change moves few features, but decisively). The reference is sampled to at most ``max_reference_rows`` rows with a fixed seed,
+so a re-run gives the same numbers. Each comparison is saved as an Evidently HTML report under
+``CRYPTO_ASSETS_REPORTS_DIR`` (default ``.local/reports``), linked over http when a report server
+runs (``crypto_assets/report_server.py``; the quickstart starts one).
 """
 
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from crypto_assets.assets.splits import SPLITS_KEY, load_split
-from crypto_assets.feature_spec import MODEL_FEATURES
+from crypto_assets.feature_spec import DRIFT_FEATURES
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.registry import champion_split_ids
-from crypto_assets.warehouse import Warehouse, insert_frame, transaction
+from crypto_assets.report_server import report_url
+from crypto_assets import registry
+from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
+
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import numpy as np
+    import pandas as pd
 
 FEATURE_DRIFT_KEY = dg.AssetKey("feature_drift")
-DRIFT_SHARE_CHECK = "drift_share_below_threshold"
-# Metadata key of the holdout_vs_train drift share; the drift sensor reads it.
+DRIFT_CHECK = "no_dataset_drift"
+# Metadata keys of the main comparison; the drift sensor reads them.
 DRIFT_SHARE_METADATA_KEY = "drift_share"
-HOLDOUT_VS_TRAIN = "holdout_vs_train"
-CHAMPION_COMPARISON_PREFIX = "latest_vs_champion:"
+DRIFT_DETECTED_METADATA_KEY = "drift_detected"
+RECENT_VS_REFERENCE = "recent_vs_reference"
+CHAMPION_COMPARISON_PREFIX = "recent_vs_champion_training:"
+DRIFT_METHODS = ("wasserstein", "psi")
 
 REPORTS_DIR_ENV = "CRYPTO_ASSETS_REPORTS_DIR"
 DEFAULT_REPORTS_DIR = ".local/reports"
@@ -49,13 +64,82 @@ _VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
 
 class DriftConfig(dg.Config):
+    current_days: int = Field(default=1, ge=1, le=14, description="Days ending with the partition's day that are compared (current).")
+    reference_days: int = Field(default=14, ge=1, le=90, description="Days right before the current window they are compared with (reference).")
+    method: Literal["wasserstein", "psi"] = Field(
+        default="wasserstein", description="Per-feature effect size: normed Wasserstein distance, or population stability index."
+    )
+    calibrate_thresholds: bool = Field(
+        default=True,
+        description="Wasserstein only: each feature's threshold is the largest distance between a reference day and the rest of the reference (times calibration_margin).",
+    )
+    calibration_margin: float = Field(
+        default=1.5, ge=0.5, le=10.0, description="Multiplier on each calibrated threshold: how much further than the reference's own most unusual day a feature must move."
+    )
+    feature_threshold: float = Field(
+        default=0.1, gt=0.0, description="A feature drifts when its effect size exceeds this (the floor under calibrated thresholds)."
+    )
+    per_feature_thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds for single features, overriding the others.")
     drift_share_threshold: float = Field(
-        default=0.3, gt=0.0, le=1.0,
-        description="The drift check warns when the holdout_vs_train share of drifted features exceeds this.",
+        default=0.25, gt=0.0, le=1.0, description="Dataset-level rule: drift is detected when at least this share of the features drifted."
+    )
+    decisive_factor: float = Field(
+        default=3.0, gt=1.0,
+        description="Dataset-level rule, second part: one feature further than this many times its threshold is drift by itself (a frozen feed, a unit change).",
     )
     max_reference_rows: int = Field(
         default=5000, ge=50, description="Reference rows are sampled (fixed seed) down to at most this many."
     )
+
+    @model_validator(mode="after")
+    def _known_features(self):
+        unknown = sorted(set(self.per_feature_thresholds) - set(DRIFT_FEATURES))
+        if unknown:
+            raise ValueError(f"per_feature_thresholds names features drift does not compare: {', '.join(unknown)}")
+        return self
+
+    def rule(self) -> str:
+        per_feature = (f"{self.method} above the largest reference day's (x{self.calibration_margin:g}, at least {self.feature_threshold:g})"
+                       if self.calibrate_thresholds and self.method == "wasserstein" else f"{self.method} above {self.feature_threshold:g}")
+        return (f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features drift, or one is "
+                f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the {self.reference_days} before")
+
+    def detects(self, result: "DriftResult") -> bool:
+        """The dataset-level rule on one comparison."""
+        scored = result.features.dropna(subset=["drift_score", "threshold"])
+        scored = scored[scored["threshold"] > 0]
+        furthest = float((scored["drift_score"] / scored["threshold"]).max()) if len(scored) else 0.0
+        return result.drift_share >= self.drift_share_threshold or (self.method == "wasserstein" and furthest >= self.decisive_factor)
+
+
+def _normed_wasserstein(reference: "np.ndarray", current: "np.ndarray") -> float:
+    """Evidently's normed Wasserstein distance: in standard deviations of the reference (at least 0.001)."""
+    import numpy as np
+    from scipy.stats import wasserstein_distance
+
+    return wasserstein_distance(reference, current) / max(float(np.std(reference)), 0.001)
+
+
+def _largest_day_distance(values: "pd.Series", days: "pd.Series") -> float:
+    """The largest distance between one day of ``values`` and the other days: how far a day strays on its own."""
+    distances = []
+    for day in days.unique():
+        one, rest = values[days == day].dropna().to_numpy(), values[days != day].dropna().to_numpy()
+        if len(one) > 1 and len(rest) > 1:
+            distances.append(_normed_wasserstein(rest, one))
+    return max(distances, default=0.0)
+
+
+def calibrated_thresholds(reference: "pd.DataFrame", columns: list[str], config: DriftConfig) -> dict[str, float]:
+    """Per feature: the largest distance between one reference day and the other days, times the margin.
+
+    The distance is Evidently's, so the thresholds compare like with like with what it reports.
+    """
+    days = reference["partition_hour"].dt.floor("D")
+    return {
+        column: max(config.feature_threshold, config.calibration_margin * _largest_day_distance(reference[column], days))
+        for column in columns
+    }
 
 
 def reports_dir() -> Path:
@@ -73,7 +157,7 @@ def report_file_name(split_id: str, comparison: str) -> str:
 class DriftResult:
     """One comparison: per-feature rows and the share of drifted features, as Evidently computed them."""
 
-    features: pd.DataFrame  # feature, drift_score, stattest, threshold, drifted (NULLs for skipped features)
+    features: "pd.DataFrame"  # feature, drift_score, stattest, threshold, drifted (NULLs for skipped features)
     drift_share: float
     drifted_features: int
     features_compared: int
@@ -98,7 +182,7 @@ def _status(value) -> str:
     return str(getattr(value, "value", value)).upper()
 
 
-def parse_drift_snapshot(snapshot: dict) -> tuple[pd.DataFrame, float, int]:
+def parse_drift_snapshot(snapshot: dict) -> "tuple[pd.DataFrame, float, int]":
     """Per-feature rows, drift share and drifted count out of an Evidently ``DataDriftPreset`` snapshot dict.
 
     Per feature, the ``ValueDrift`` metric gives the score (value) and the resolved method and
@@ -106,6 +190,7 @@ def parse_drift_snapshot(snapshot: dict) -> tuple[pd.DataFrame, float, int]:
     Evidently decides with the method's own direction (p-values drift below the threshold,
     distances above it). The share comes from the ``DriftedColumnsCount`` metric.
     """
+    import pandas as pd
     drifted_by_metric = {
         test["metric_config"]["metric_id"]: _status(test["status"]) == "FAIL"
         for test in snapshot.get("tests", [])
@@ -132,8 +217,17 @@ def parse_drift_snapshot(snapshot: dict) -> tuple[pd.DataFrame, float, int]:
     return pd.DataFrame(rows, columns=["feature", "drift_score", "stattest", "threshold", "drifted"]), share, count
 
 
-def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], max_reference_rows: int) -> DriftResult:
-    """Run Evidently's DataDriftPreset over ``columns`` (all numerical); the reference is sampled deterministically."""
+def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: list[str], config: DriftConfig) -> DriftResult:
+    """Run Evidently's DataDriftPreset over ``columns`` (all numerical) with the config's method and thresholds.
+
+    The reference is sampled deterministically. ``drift_share`` is Evidently's share of drifted features.
+    """
+    import pandas as pd
+    max_reference_rows = config.max_reference_rows
+    thresholds = {}
+    if config.method == "wasserstein" and config.calibrate_thresholds and "partition_hour" in reference:
+        thresholds = calibrated_thresholds(reference, columns, config)
+    thresholds.update(config.per_feature_thresholds)
     DataDefinition, Dataset, Report, DataDriftPreset = _import_evidently()
 
     if len(reference) > max_reference_rows:
@@ -153,7 +247,11 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"evidently\.")
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"evidently\.")
         warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
-        snapshot = Report([DataDriftPreset(columns=compared)], include_tests=True).run(
+        preset = DataDriftPreset(
+            columns=compared, method=config.method, threshold=config.feature_threshold,
+            per_column_threshold={c: t for c, t in thresholds.items() if c in compared} or None,
+        )
+        snapshot = Report([preset], include_tests=True).run(
             current_data=Dataset.from_pandas(current[compared], data_definition=definition),
             reference_data=Dataset.from_pandas(reference[compared], data_definition=definition),
         )
@@ -171,6 +269,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
 
 def _severity(row) -> float:
     """How far past (>1) or short of (<1) its threshold a feature's score is, whatever the test's direction."""
+    import pandas as pd
     score, threshold, drifted = row["drift_score"], row["threshold"], row["drifted"]
     if pd.isna(score) or pd.isna(threshold) or pd.isna(drifted) or threshold == 0:
         return float("nan")
@@ -180,18 +279,19 @@ def _severity(row) -> float:
     return score / threshold
 
 
-def top_drifted_table(features: pd.DataFrame, limit: int = 10) -> dg.MarkdownMetadataValue:
+def top_drifted_table(features: "pd.DataFrame", limit: int = 10) -> dg.MarkdownMetadataValue:
     ranked = features.dropna(subset=["drifted"]).assign(severity=lambda f: f.apply(_severity, axis=1))
     ranked = ranked.sort_values(["drifted", "severity"], ascending=False)
     return markdown_preview(ranked[["feature", "drift_score", "stattest", "threshold", "drifted", "severity"]], limit=limit)
 
 
-def _load_features(conn: duckdb.DuckDBPyConnection, split_id: str, part: str) -> pd.DataFrame:
-    frame = load_split(conn, split_id, part)
-    missing = [c for c in MODEL_FEATURES if c not in frame.columns]
-    if missing:
-        raise dg.Failure(description=f"features.coin_features lacks feature columns {missing}; rematerialize coin_features with the current feature spec")
-    return frame[MODEL_FEATURES]
+def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> "pd.DataFrame":
+    """The drift features of every coin-hour in [start, end)."""
+    return query_frame(
+        conn,
+        f"SELECT coin_id, partition_hour, {', '.join(DRIFT_FEATURES)} FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end",
+        {"start": utc_naive(start), "end": utc_naive(end)},
+    )
 
 
 def _save_html(snapshot, path: Path) -> None:
@@ -202,7 +302,7 @@ def _save_html(snapshot, path: Path) -> None:
 
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
-    deps=[dg.AssetDep(SPLITS_KEY)],
+    deps=[dg.AssetDep("coin_features", partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-(90 + 14), end_offset=0, allow_nonexistent_upstream_partitions=True))],
     partitions_def=daily_partitions,
     pool="duckdb_writer",
     group_name="training",
@@ -211,71 +311,70 @@ def _save_html(snapshot, path: Path) -> None:
     metadata={"dagster/table_name": "ml.feature_drift"},
     check_specs=[
         dg.AssetCheckSpec(
-            DRIFT_SHARE_CHECK, asset=FEATURE_DRIFT_KEY, blocking=False,
-            description="The holdout's share of drifted features against its train part is at most the configured threshold.",
+            DRIFT_CHECK, asset=FEATURE_DRIFT_KEY, blocking=False,
+            description="The latest day does not drift from the weeks before it (fewer drifted features than the dataset-level rule allows).",
         ),
     ],
 )
 def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Per-feature drift of the day's holdout against its train part and against each champion's training data, with Evidently.
+    """Per-feature drift of the latest day against the weeks before it, and against each champion's training rows, with Evidently.
 
     Rows go to ml.feature_drift (one per feature and comparison) and ml.drift_summaries (one per
-    comparison), replacing the split's previous rows. Each comparison's HTML report is linked in
-    the metadata. The drift-share check only warns; the drift sensor decides about retraining.
+    comparison, with both windows and the rule), replacing the day's previous rows. The check only
+    warns; the drift sensor decides about retraining.
     """
+    import pandas as pd
     split_id = context.partition_key
+    current_end = utc_naive(context.partition_time_window.end)
+    current_start = current_end - timedelta(days=config.current_days)
+    reference_start = current_start - timedelta(days=config.reference_days)
+    windows = {RECENT_VS_REFERENCE: (reference_start, current_start)}
 
     # Read everything first and release the file: Evidently takes seconds per report.
     with warehouse.connect() as conn:
-        current = _load_features(conn, split_id, "holdout")
-        train = _load_features(conn, split_id, "train")
-        if current.empty or train.empty:
-            raise dg.Failure(
-                description=(
-                    f"split {split_id!r} has {len(train)} train and {len(current)} holdout rows in ml.training_splits; "
-                    f"materialize training_splits for partition {split_id} first"
-                )
+        current = load_window(conn, current_start, current_end)
+        references = {RECENT_VS_REFERENCE: load_window(conn, reference_start, current_start)}
+        for family_name in ("anomaly_detector", "volatility_model"):
+            champion = registry.champion(conn, family_name)
+            if champion is not None and champion.lineage.train_start is not None:
+                name = f"{CHAMPION_COMPARISON_PREFIX}{family_name}"
+                windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
+                references[name] = load_window(conn, *windows[name])
+    if current.empty or references[RECENT_VS_REFERENCE].empty:
+        raise dg.Failure(
+            description=(
+                f"{split_id}: {len(references[RECENT_VS_REFERENCE])} reference rows ({reference_start:%Y-%m-%d} .. {current_start:%Y-%m-%d}) "
+                f"and {len(current)} current rows: materialize coin_features for {reference_start:%Y-%m-%d}...{current_end - timedelta(days=1):%Y-%m-%d} first"
             )
-        champions = champion_split_ids(conn)
-        references = {split_id: train}
-        for champion_split in sorted(set(champions.values())):
-            if champion_split not in references:
-                references[champion_split] = _load_features(conn, champion_split, "train")
-
-    comparisons: list[tuple[str, str]] = [(HOLDOUT_VS_TRAIN, split_id)]
-    comparisons += [(f"{CHAMPION_COMPARISON_PREFIX}{name}", s) for name, s in sorted(champions.items())]
+        )
 
     folder = reports_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    results: dict[str, DriftResult] = {}  # by reference split id: one Evidently run per distinct reference
+    results: dict[str, DriftResult] = {}
     paths: dict[str, Path] = {}
-    skipped_comparisons: list[str] = []
-    for comparison, reference_split in comparisons:
-        reference = references[reference_split]
+    for comparison, reference in references.items():
         if reference.empty:
-            context.log.warning(f"{comparison}: champion split {reference_split!r} has no train rows any more; comparison skipped")
-            skipped_comparisons.append(f"{comparison} (split {reference_split} has no train rows)")
+            context.log.warning(f"{comparison}: no rows in {windows[comparison]} any more; comparison skipped")
             continue
-        if reference_split not in results:
-            results[reference_split] = compute_drift(reference, current, MODEL_FEATURES, config.max_reference_rows)
-        path = folder / report_file_name(split_id, comparison)
-        _save_html(results[reference_split].snapshot, path)
-        paths[comparison] = path
-        context.log.info(f"{comparison}: drift share {results[reference_split].drift_share:.3f}, report {path}")
+        results[comparison] = compute_drift(reference, current, DRIFT_FEATURES, config)
+        paths[comparison] = folder / report_file_name(split_id, comparison)
+        _save_html(results[comparison].snapshot, paths[comparison])
+        context.log.info(f"{comparison}: drift share {results[comparison].drift_share:.3f}, report {paths[comparison]}")
+
+    main = results[RECENT_VS_REFERENCE]
+    detected = config.detects(main)
 
     now = utc_naive(datetime.now(timezone.utc))
-    done = [(c, s) for c, s in comparisons if c in paths]
-    feature_rows = pd.concat(
-        [results[s].features.assign(split_id=split_id, comparison=c) for c, s in done], ignore_index=True
-    )
+    feature_rows = pd.concat([r.features.assign(split_id=split_id, comparison=c) for c, r in results.items()], ignore_index=True)
     summaries = pd.DataFrame([
         {
-            "split_id": split_id, "comparison": c, "drift_share": results[s].drift_share,
-            "drifted_features": results[s].drifted_features, "features": results[s].features_compared,
-            "reference_rows": results[s].reference_rows, "current_rows": results[s].current_rows,
+            "split_id": split_id, "comparison": c, "drift_share": r.drift_share, "drifted_features": r.drifted_features,
+            "features": r.features_compared, "reference_rows": r.reference_rows, "current_rows": r.current_rows,
             "report_path": str(paths[c]), "created_at": now,
+            "reference_start": windows[c][0], "reference_end": windows[c][1], "current_start": current_start, "current_end": current_end,
+            "drift_detected": config.detects(r), "rule": config.rule(),
         }
-        for c, s in done
+        for c, r in results.items()
     ])
     with warehouse.connect() as conn, transaction(conn):
         conn.execute("DELETE FROM ml.feature_drift WHERE split_id = ?", [split_id])
@@ -283,52 +382,44 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         insert_frame(conn, "ml.feature_drift", feature_rows)
         insert_frame(conn, "ml.drift_summaries", summaries)
 
-    main = results[split_id]
-    main_path = paths[HOLDOUT_VS_TRAIN]
-    passed = main.drift_share <= config.drift_share_threshold
     metadata: dict[str, Any] = {
         "dagster/row_count": len(feature_rows),
+        DRIFT_DETECTED_METADATA_KEY: detected,
         DRIFT_SHARE_METADATA_KEY: float(main.drift_share),
         "drifted_features": int(main.drifted_features),
         "features_compared": int(main.features_compared),
-        "reference_rows": int(main.reference_rows),
-        "current_rows": int(main.current_rows),
-        "drift_share_threshold": float(config.drift_share_threshold),
-        "top_drifted_features": top_drifted_table(main.features),
+        "rule": config.rule(),
+        "current_window": f"{current_start:%Y-%m-%d %H:%M} .. {current_end:%Y-%m-%d %H:%M} UTC ({main.current_rows} rows)",
+        "reference_window": f"{reference_start:%Y-%m-%d %H:%M} .. {current_start:%Y-%m-%d %H:%M} UTC ({main.reference_rows} rows, sampled)",
+        "drifted": top_drifted_table(main.features, limit=len(main.features)),
         "comparisons": markdown_preview(
-            summaries[["comparison", "drift_share", "drifted_features", "features", "reference_rows", "current_rows"]],
+            summaries[["comparison", "drift_share", "drifted_features", "features", "drift_detected", "reference_start", "reference_end"]],
             limit=len(summaries),
         ),
-        "report": dg.MetadataValue.path(str(main_path)),
-        "report_url": dg.MetadataValue.url(main_path.as_uri()),
+        "report": dg.MetadataValue.path(str(paths[RECENT_VS_REFERENCE])),
     }
-    champion_done = [(c, s) for c, s in done if c != HOLDOUT_VS_TRAIN]
-    if champion_done:
-        metadata["champion_drift_share"] = max(float(results[s].drift_share) for _, s in champion_done)
-        for c, _ in champion_done:
-            metadata[f"report/{c}"] = dg.MetadataValue.path(str(paths[c]))
+    for comparison, path in paths.items():
+        url = report_url(path.name)
+        if url:
+            metadata["report_url" if comparison == RECENT_VS_REFERENCE else f"report_url/{comparison}"] = dg.MetadataValue.url(url)
+    for comparison in results:
+        if comparison != RECENT_VS_REFERENCE:
+            metadata[f"drift_share/{comparison}"] = float(results[comparison].drift_share)
     if main.skipped_features:
         metadata["skipped_features"] = ", ".join(main.skipped_features)
-    if skipped_comparisons:
-        metadata["skipped_comparisons"] = "; ".join(skipped_comparisons)
 
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
             dg.AssetCheckResult(
                 asset_key=FEATURE_DRIFT_KEY,
-                check_name=DRIFT_SHARE_CHECK,
-                passed=bool(passed),
+                check_name=DRIFT_CHECK,
+                passed=not detected,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "drift_share": float(main.drift_share),
-                    "threshold": float(config.drift_share_threshold),
-                    "drifted_features": int(main.drifted_features),
-                    "features_compared": int(main.features_compared),
-                },
+                metadata={"drift_share": float(main.drift_share), "drift_share_threshold": float(config.drift_share_threshold),
+                          "drifted_features": int(main.drifted_features), "features_compared": int(main.features_compared)},
                 description=(
-                    f"{main.drifted_features} of {main.features_compared} features drifted "
-                    f"(share {main.drift_share:.3f}, threshold {config.drift_share_threshold})"
+                    f"{main.drifted_features} of {main.features_compared} features drifted (share {main.drift_share:.3f}); rule: {config.rule()}"
                 ),
             )
         ],

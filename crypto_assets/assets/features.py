@@ -1,7 +1,8 @@
-"""Features and labels: hourly tables computed in DuckDB SQL from the snapshots.
+"""Features and labels: hourly tables computed in DuckDB SQL from the snapshots, partitioned by day.
 
 Features read the snapshots of the partition plus LOOKBACK_HOURS before it; labels read 6 hours
-past the partition and stay NULL where those hours are not ingested yet.
+past the partition and stay NULL where those hours are not ingested yet. Both are written straight
+from the SQL into their table (INSERT ... SELECT): no round trip through pandas.
 """
 
 from datetime import timedelta
@@ -9,6 +10,7 @@ from datetime import timedelta
 import dagster as dg
 
 from crypto_assets.feature_spec import (
+    FEATURE_NAMES,
     FEATURE_SPEC_VERSION,
     FEATURES_SQL,
     LABEL_COLUMNS,
@@ -20,15 +22,23 @@ from crypto_assets.feature_spec import (
 )
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import column_schema, markdown_preview
-from crypto_assets.partitions import hourly_partitions
-from crypto_assets.warehouse import Warehouse, replace_window, transaction
+from crypto_assets.partitions import daily_data_partitions
+from crypto_assets.warehouse import Warehouse, replace_window_with_query, transaction
 
 FEATURES_KEY = dg.AssetKey("coin_features")
 LABELS_KEY = dg.AssetKey("coin_labels")
 
 FEATURES_SCHEMA_CHECK = "feature_columns_match_spec"
 FEATURES_COMPLETE_CHECK = "one_row_per_snapshot"
+FEATURES_FINITE_CHECK = "no_infinite_features"
 LABELS_NO_LEAK_CHECK = "labels_not_in_features"
+
+HOURS_PER_DAY = 24
+
+
+def days_covering(hours: int) -> int:
+    """Whole days of partitions that hold ``hours`` hours before a day's first hour."""
+    return -(-hours // HOURS_PER_DAY)
 
 
 @dg.asset(
@@ -36,10 +46,10 @@ LABELS_NO_LEAK_CHECK = "labels_not_in_features"
     deps=[
         dg.AssetDep(
             "market_snapshots",
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LOOKBACK_HOURS, end_offset=0),
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-days_covering(LOOKBACK_HOURS), end_offset=0),
         )
     ],
-    partitions_def=hourly_partitions,
+    partitions_def=daily_data_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb_writer",
     group_name="features",
@@ -53,6 +63,7 @@ LABELS_NO_LEAK_CHECK = "labels_not_in_features"
     check_specs=[
         dg.AssetCheckSpec(FEATURES_SCHEMA_CHECK, asset=FEATURES_KEY, blocking=True, description="The table's columns are exactly the feature spec's."),
         dg.AssetCheckSpec(FEATURES_COMPLETE_CHECK, asset=FEATURES_KEY, blocking=True, description="Exactly one feature row per snapshot row."),
+        dg.AssetCheckSpec(FEATURES_FINITE_CHECK, asset=FEATURES_KEY, blocking=True, description="No feature is +inf or -inf (NULL is allowed: models impute it)."),
     ],
 )
 def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -61,48 +72,66 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     Rows in a window's warm-up or after gaps are kept and flagged (in_warmup, missing_hours_24h).
     """
     window = context.partition_time_window
-    params = {
-        "read_start": utc_naive(window.start - timedelta(hours=LOOKBACK_HOURS)),
-        "start": utc_naive(window.start),
-        "end": utc_naive(window.end),
-    }
+    start, end = utc_naive(window.start), utc_naive(window.end)
+    params = {"read_start": start - timedelta(hours=LOOKBACK_HOURS), "start": start, "end": end}
     with warehouse.connect() as conn:
-        features = conn.execute(FEATURES_SQL, params).df().assign(feature_spec_version=FEATURE_SPEC_VERSION)
         with transaction(conn):
-            replace_window(conn, "features.coin_features", features, column="partition_hour", start=window.start, end=window.end)
-        snapshots = conn.execute(
-            "SELECT count(*) FROM raw.market_snapshots WHERE partition_hour >= ? AND partition_hour < ?",
-            [params["start"], params["end"]],
-        ).fetchone()[0]
-        table_columns = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features' ORDER BY ordinal_position"
-        ).fetchall()]
-    expected_columns = [name for name, _, _ in feature_table_columns()]
-    warmup = int(features["in_warmup"].sum())
+            replace_window_with_query(
+                conn, "features.coin_features",
+                f"SELECT *, $feature_spec_version AS feature_spec_version FROM ({FEATURES_SQL})",
+                {**params, "feature_spec_version": FEATURE_SPEC_VERSION},
+                column="partition_hour", start=start, end=end,
+            )
+        stats = conn.execute(
+            f"""
+            SELECT count(*) AS feature_rows, count(DISTINCT coin_id) AS coins,
+                   count(*) FILTER (WHERE in_warmup) AS rows_in_warmup,
+                   count(*) FILTER (WHERE missing_hours_24h > 0) AS rows_after_gaps,
+                   (SELECT count(*) FROM raw.market_snapshots WHERE partition_hour >= $start AND partition_hour < $end) AS snapshot_rows,
+                   {", ".join(f"count(*) FILTER (WHERE isinf({name})) AS {name}" for name in FEATURE_NAMES)}
+            FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end
+            """,
+            {"start": start, "end": end},
+        ).df().iloc[0]
+        preview = conn.execute(
+            """
+            SELECT symbol, partition_hour, ret_1h, rv_24h, rsi_14, macd_hist, bb_pct_b, volume_zscore_24h, in_warmup
+            FROM features.coin_features
+            WHERE partition_hour = (SELECT max(partition_hour) FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end)
+            ORDER BY symbol
+            """,
+            {"start": start, "end": end},
+        ).df()
+        table_columns = set(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
+        ).fetchall())
+    expected_columns = {(name, duck_type) for name, duck_type, _ in feature_table_columns()}
+    infinite = {name: int(stats[name]) for name in FEATURE_NAMES if stats[name] > 0}
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(features),
+            "dagster/row_count": int(stats["feature_rows"]),
             "feature_spec_version": FEATURE_SPEC_VERSION,
-            "coins": int(features["coin_id"].nunique()),
-            "rows_in_warmup": warmup,
-            "rows_after_gaps": int((features["missing_hours_24h"] > 0).sum()),
-            "preview": markdown_preview(
-                features[features["partition_hour"] == features["partition_hour"].max()][
-                    ["symbol", "ret_1h", "rv_24h", "rsi_14", "macd_hist", "bb_pct_b", "volume_zscore_24h", "in_warmup"]
-                ],
-                limit=20,
-            ),
+            "coins": int(stats["coins"]),
+            "rows_in_warmup": int(stats["rows_in_warmup"]),
+            "rows_after_gaps": int(stats["rows_after_gaps"]),
+            "preview": markdown_preview(preview, limit=20),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name=FEATURES_SCHEMA_CHECK,
                 passed=table_columns == expected_columns,
-                metadata={"unexpected_or_missing": ", ".join(sorted(set(table_columns) ^ set(expected_columns))) or "none"},
+                metadata={"unexpected_or_missing": ", ".join(f"{n} {t}" for n, t in sorted(table_columns ^ expected_columns)) or "none"},
             ),
             dg.AssetCheckResult(
                 check_name=FEATURES_COMPLETE_CHECK,
-                passed=len(features) == snapshots,
-                metadata={"feature_rows": len(features), "snapshot_rows": int(snapshots)},
+                passed=bool(stats["feature_rows"] == stats["snapshot_rows"]),
+                metadata={"feature_rows": int(stats["feature_rows"]), "snapshot_rows": int(stats["snapshot_rows"])},
+            ),
+            dg.AssetCheckResult(
+                check_name=FEATURES_FINITE_CHECK,
+                passed=not infinite,
+                metadata={"infinite_values": sum(infinite.values()),
+                          "by_feature": ", ".join(f"{k}: {v}" for k, v in infinite.items()) or "none"},
             ),
         ],
     )
@@ -114,13 +143,13 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         dg.AssetDep(
             "market_snapshots",
             partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-(LONGEST_WINDOW_HOURS + LABEL_HORIZON_HOURS),
-                end_offset=LABEL_HORIZON_HOURS,
+                start_offset=-days_covering(LONGEST_WINDOW_HOURS + LABEL_HORIZON_HOURS),
+                end_offset=days_covering(LABEL_HORIZON_HOURS),
                 allow_nonexistent_upstream_partitions=True,
             ),
         )
     ],
-    partitions_def=hourly_partitions,
+    partitions_def=daily_data_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb_writer",
     group_name="features",
@@ -138,28 +167,35 @@ def coin_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     Re-materialize a partition after its horizon has passed to fill them.
     """
     window = context.partition_time_window
+    start, end = utc_naive(window.start), utc_naive(window.end)
     horizon = timedelta(hours=LABEL_HORIZON_HOURS)
     params = {
-        "read_start": utc_naive(window.start - timedelta(hours=LONGEST_WINDOW_HOURS) - horizon),
-        "read_end": utc_naive(window.end + horizon),
-        "start": utc_naive(window.start),
-        "end": utc_naive(window.end),
+        "read_start": start - timedelta(hours=LONGEST_WINDOW_HOURS) - horizon,
+        "read_end": end + horizon,
+        "start": start,
+        "end": end,
     }
     with warehouse.connect() as conn:
-        labels = conn.execute(LABELS_SQL, params).df()
         with transaction(conn):
-            replace_window(conn, "features.coin_labels", labels, column="partition_hour", start=window.start, end=window.end)
+            replace_window_with_query(conn, "features.coin_labels", LABELS_SQL, params, column="partition_hour", start=start, end=end)
+        counts = conn.execute(
+            """
+            SELECT count(*) AS labels, count(volatility_spike) AS labeled, avg(volatility_spike::DOUBLE) AS spike_rate
+            FROM features.coin_labels WHERE partition_hour >= ? AND partition_hour < ?
+            """,
+            [start, end],
+        ).fetchone()
         feature_columns = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
         ).fetchall()}
     label_only = {name for name, _, _ in LABEL_COLUMNS} - {"coin_id", "partition_hour"}
-    labeled = labels["volatility_spike"].notna()
+    rows, labeled, spike_rate = counts
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(labels),
-            "labeled_rows": int(labeled.sum()),
-            "unlabeled_rows": int((~labeled).sum()),
-            "spike_rate": float(labels.loc[labeled, "volatility_spike"].astype(float).mean()) if labeled.any() else 0.0,
+            "dagster/row_count": int(rows),
+            "labeled_rows": int(labeled),
+            "unlabeled_rows": int(rows - labeled),
+            "spike_rate": float(spike_rate) if spike_rate is not None else 0.0,
             "horizon_hours": LABEL_HORIZON_HOURS,
         },
         check_results=[

@@ -2,7 +2,8 @@
 
 One step writes three tables for the same hours, in one transaction: the snapshots, the records
 the source rejected (quarantine), and the ground truth of injected anomalies (kept apart from the
-snapshots so no model can see it).
+snapshots so no model can see it). Partitions are days; the open day holds the hours that have
+ended so far, and each hourly run replaces the whole day with what the source says now.
 """
 
 
@@ -15,10 +16,11 @@ from crypto_assets.market.schema import (
     GROUND_TRUTH_COLUMNS,
     QUARANTINE_COLUMNS,
     SNAPSHOT_COLUMNS,
+    SourceBatch,
     utc_naive,
 )
 from crypto_assets.metadata import column_schema, count_table, markdown_preview
-from crypto_assets.partitions import hourly_partitions
+from crypto_assets.partitions import daily_data_partitions, observed_window
 from crypto_assets.resources import MarketSource
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
@@ -74,22 +76,25 @@ _CHECK_SPECS = [
         ),
     ],
     check_specs=_CHECK_SPECS,
-    partitions_def=hourly_partitions,
+    partitions_def=daily_data_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb_writer",
 )
 def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, market_source: MarketSource):
-    """Fetch the partition's hours from the market source and replace them in DuckDB."""
+    """Fetch the partition's ended hours from the market source and replace the partition's rows in DuckDB."""
     window = context.partition_time_window
-    batch = market_source.fetch(window.start, window.end)
-    context.log.info(f"{market_source.kind}: {len(batch.snapshots)} snapshots, {len(batch.quarantine)} quarantined for {window.start}..{window.end}")
+    start, end = observed_window(window)
+    batch = market_source.fetch(start, end) if end > start else SourceBatch()
+    context.log.info(f"{market_source.kind}: {len(batch.snapshots)} snapshots, {len(batch.quarantine)} quarantined for {start}..{end}")
+    for warning in batch.warnings:
+        context.log.warning(f"{market_source.kind}: {warning}")
     with warehouse.connect() as conn:
         with transaction(conn):
             bounds = {"column": "partition_hour", "start": window.start, "end": window.end}
             replace_window(conn, "raw.market_snapshots", batch.snapshots, **bounds)
             replace_window(conn, "raw.market_quarantine", batch.quarantine, **bounds)
             replace_window(conn, "raw.anomaly_ground_truth", batch.ground_truth, **bounds)
-        checks = run_snapshot_checks(conn, window.start, window.end, market_source)
+        checks = run_snapshot_checks(conn, start, end, market_source)
         preview = conn.execute(
             """
             SELECT symbol, observed_at, price, volume_quote, market_cap FROM raw.market_snapshots
@@ -97,7 +102,7 @@ def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, ma
                                     WHERE partition_hour >= ? AND partition_hour < ?)
             ORDER BY market_cap DESC NULLS LAST, symbol
             """,
-            [utc_naive(window.start), utc_naive(window.end)],
+            [utc_naive(start), utc_naive(end)],
         ).df()
 
     snapshots, quarantine, truth = batch.snapshots, batch.quarantine, batch.ground_truth
@@ -109,9 +114,11 @@ def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, ma
             "dagster/row_count": len(snapshots),
             "coins": int(snapshots["coin_id"].nunique()),
             "hours": int(snapshots["partition_hour"].nunique()),
+            "observed_until": str(utc_naive(end)),
             "source": market_source.kind,
             "quarantined": len(quarantine),
             **{f"source_{k}": int(v) for k, v in batch.stats.items()},
+            "source_warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in batch.warnings) or "_none_"),
             "preview": markdown_preview(preview, limit=20),
         },
     )

@@ -4,25 +4,28 @@
 Three ways in, all through the same asset and one ``duckdb_writer`` pool slot at a time:
 - ``apply_gates`` (the promotion sensor, after an evaluation): promote the candidate only if every
   gate check of that evaluation run passed, reading the check results from the Dagster instance;
+  the event's reason carries each comparison's interval, and an inconclusive gate says so;
 - ``promote`` (the ``promote_model_job``, from the Launchpad): a person names a version and a reason;
 - ``rollback`` (the ``rollback_model_job``): back to the previous champion, or a named version.
 Every path verifies the artifact's sha256 before it can become champion.
 """
 
 import json
-from typing import Literal
+from typing import Literal, TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 
 from crypto_assets import registry
-from crypto_assets.assets.models import GATES, evaluation_key, gate_check_keys
+from crypto_assets.assets.evaluations import GATES, evaluation_key
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.metadata import markdown_preview
-from crypto_assets.models import FAMILIES_BY_NAME, MODEL_FAMILIES
+from crypto_assets.ml.evidence import PASSED
+from crypto_assets.ml.families import FAMILIES_BY_NAME, MODEL_FAMILIES
 from crypto_assets.warehouse import Warehouse
+
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import pandas as pd
 
 CHAMPION_KEY = dg.AssetKey("model_champions")
 ModelName = Literal[tuple(FAMILIES_BY_NAME)]  # type: ignore[valid-type]
@@ -46,15 +49,35 @@ class PromotionRefused(Exception):
     """A decision that leaves the champion unchanged, with the reason."""
 
 
-def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: str) -> dict[str, bool | None]:
-    """Each gate check's outcome in one evaluation run: True, False, or None while not evaluated."""
-    results: dict[str, bool | None] = {}
-    for key in gate_check_keys(FAMILIES_BY_NAME[model_name]):
-        records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
-        # A run can hold a planned record and an evaluated one for the same check: take the evaluated one.
-        completed = [r for r in records if r.run_id == run_id and r.status != AssetCheckExecutionRecordStatus.PLANNED]
-        results[key.name] = completed[0].status == AssetCheckExecutionRecordStatus.SUCCEEDED if completed else None
+def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: str) -> dict[str, str | None]:
+    """Each gate's outcome in one evaluation run (passed, failed or inconclusive), None while not evaluated."""
+    key = evaluation_key(FAMILIES_BY_NAME[model_name])
+    results: dict[str, str | None] = dict.fromkeys(GATES)
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.asset_check_evaluation
+        if evaluation is None or evaluation.asset_key != key or evaluation.check_name not in results:
+            continue
+        outcome = evaluation.metadata.get("outcome")
+        results[evaluation.check_name] = outcome.value if outcome is not None else ("passed" if evaluation.passed else "failed")
     return results
+
+
+def gate_evidence(conn, model_name: str, split_id: str, version_id: str) -> list[str]:
+    """The comparisons the gates decided on, one sentence each, with their intervals."""
+    rows = conn.execute(
+        """
+        SELECT gate, comparator, comparator_version, candidate, other, difference, ci_low, ci_high, confidence, margin,
+               positives, rows, outcome, why
+        FROM ml.gate_evidence WHERE model_name = ? AND split_id = ? AND version_id = ? ORDER BY gate, comparator
+        """,
+        [model_name, split_id, version_id],
+    ).df()
+    return [
+        f"{r.gate}: PR-AUC {r.candidate:.4f} vs {r.comparator} {r.other:.4f}, difference {r.difference:+.4f} "
+        f"({r.confidence:.0%} CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}], margin {r.margin:+.4f}, {r.positives} positives): {r.outcome}"
+        + (f" - {r.why}" if r.why else "")
+        for r in rows.itertuples()
+    ]
 
 
 def evaluation_metadata(instance: dg.DagsterInstance, model_name: str, split_id: str, run_id: str) -> dict:
@@ -78,15 +101,17 @@ def decide(conn, instance: dg.DagsterInstance, config: ChampionConfig, run_id: s
         if not config.split_id or not config.evaluation_run_id:
             raise dg.Failure("apply_gates needs split_id and evaluation_run_id (the promotion sensor sets both)")
         gates = gate_results_for_run(instance, name, config.evaluation_run_id)
-        pending = [g for g, ok in gates.items() if ok is None]
+        pending = [g for g, outcome in gates.items() if outcome is None]
         if pending:
             raise dg.Failure(f"gates not evaluated yet in run {config.evaluation_run_id}: {', '.join(pending)}")
         evaluated = evaluation_metadata(instance, name, config.split_id, config.evaluation_run_id)
         candidate_id = evaluated["candidate_version"]
         evaluated_against = None if evaluated.get("champion_version", "none") == "none" else evaluated["champion_version"]
-        failed = [g for g in GATES if not gates[g]]
+        evidence = gate_evidence(conn, name, config.split_id, candidate_id)
+        failed = [f"{g} {gates[g]}" for g in GATES if gates[g] != PASSED]
         if failed:
-            reason = f"{candidate_id} refused on {config.split_id}: failed gate(s) {', '.join(failed)}"
+            reason = (f"{candidate_id} refused on {config.split_id}: {', '.join(failed)}. Evidence: "
+                      + ("; ".join(evidence) or "none recorded"))
             return _record(conn, name, None, current_id, "refused", "sensor", reason, gates, run_id)
         if candidate_id == current_id:
             return _record(conn, name, None, current_id, "refused", "sensor", f"{candidate_id} is already champion", gates, run_id)
@@ -96,9 +121,10 @@ def decide(conn, instance: dg.DagsterInstance, config: ChampionConfig, run_id: s
             return _record(conn, name, None, current_id, "refused", "sensor", reason, gates, run_id)
         candidate = registry.resolve(conn, name, candidate_id)
         registry.load_artifact(conn, candidate)  # refuses a tampered artifact before it can serve
-        reason = (f"{candidate_id} passed every gate on {config.split_id}: PR-AUC {evaluated.get('candidate_pr_auc', float('nan')):.4f} "
-                  f"vs baseline {evaluated.get('baseline_pr_auc', float('nan')):.4f}"
-                  + (f" and champion {evaluated.get('champion_pr_auc', float('nan')):.4f}" if current_id else " (first champion)"))
+        reason = (f"{candidate_id} passed every gate on {config.split_id} "
+                  f"({evaluated.get('evaluation_positives', '?')} positives in {evaluated.get('evaluation_rows', '?')} out-of-time rows, "
+                  f"{evaluated.get('evaluation_window', '')}): " + "; ".join(evidence)
+                  + ("" if current_id else " (first champion)") + f". Champion: {evaluated.get('champion_comparison', '')}")
         return _record(conn, name, candidate_id, current_id, "promoted", "sensor", reason, gates, run_id)
 
     if not config.reason.strip():
@@ -170,8 +196,9 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
     Each materialization is one decision (promoted, rolled back or refused) with from/to versions,
     the reason and the gate results; registry.promotion_events keeps them all.
     """
+    import pandas as pd
     with warehouse.connect() as conn:
-        event = decide(conn, context.instance, config, context.run_id)
+        event = decide(conn, context.instance, config, context.run.run_id)
         champions = conn.execute(
             """
             SELECT a.model_name, a.version_id AS champion, v.split_id AS trained_on, v.created_at, a.updated_at AS champion_since
@@ -198,8 +225,8 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
             "champion_version": (event["to_version"] if event["outcome"] != "refused" else event["from_version"]) or "none",
             "reason": event["reason"],
             "evaluation_run_id": config.evaluation_run_id or "none",
-            "gate_results": markdown_preview(pd.DataFrame([{"gate": k, "passed": v} for k, v in gates.items()]))
-            if gates and all(isinstance(v, bool) for v in gates.values())
+            "gate_results": markdown_preview(pd.DataFrame([{"gate": k, "outcome": v} for k, v in gates.items()]))
+            if gates and all(isinstance(v, str) for v in gates.values())
             else dg.MetadataValue.json(gates),
             "champions": markdown_preview(champions),
             "recent_decisions": markdown_preview(history),

@@ -1,95 +1,124 @@
-"""Daily train/holdout splits over the hourly features and labels.
+"""Daily splits: the out-of-time window a day's candidates are evaluated on, and the history before it.
 
-For day D: holdout = the last ``holdout_hours`` before D ends; train = the ``max_history_hours``
-before the holdout, minus an embargo at its end of at least the label horizon, so no training
-label looks into the holdout.
+For day D the evaluation window is the ``evaluation_days`` days ending with D. Each day of the
+window is predicted by a model trained only on the days before it minus the embargo (walk-forward,
+``crypto_assets/ml/walk_forward.py``); how many days of history a model trains on is part of its
+recipe (``train_days`` in its config). Candidate, baselines and champion are all scored on the
+window's rows, so their comparison is paired.
 """
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
+from crypto_assets.feature_spec import FEATURE_SPEC_VERSION, LABEL_HORIZON_HOURS
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, insert_frame, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
+
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import pandas as pd
 
 SPLITS_KEY = dg.AssetKey("training_splits")
-NO_OVERLAP_CHECK = "train_holdout_disjoint"
-EMBARGO_CHECK = "embargo_holds"
 MIN_ROWS_CHECK = "enough_rows"
 BALANCE_CHECK = "label_balance"
-# Days of hourly inputs a split reads by default: 14 days of history, the embargo and the holdout day.
-SPLIT_LOOKBACK_DAYS = 15
+# Days of hourly inputs a split may read: the longest training history a recipe may ask for
+# (VolatilityModelConfig.train_days, at most 120), the evaluation window and the embargo.
+SPLIT_LOOKBACK_DAYS = 120 + 31 + 1
 
 
 class SplitConfig(dg.Config):
-    holdout_hours: int = Field(default=24, ge=1, le=24 * 7, description="Hours at the end of the day held out for evaluation.")
-    max_history_hours: int = Field(default=14 * 24, ge=24, le=24 * 366, description="Hours of training history before the embargo.")
-    embargo_hours: int = Field(default=LABEL_HORIZON_HOURS, ge=0, description="Gap between train and holdout; at least the label horizon.")
-    min_snapshots_per_coin: int = Field(default=3, ge=1, description="Coins with fewer rows in train or holdout are excluded.")
-    min_train_rows: int = Field(default=200, ge=1, description="The split fails its check below this many train rows.")
-    min_holdout_rows: int = Field(default=24, ge=1, description="The split fails its check below this many holdout rows.")
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.embargo_hours < LABEL_HORIZON_HOURS:
-            raise ValueError(
-                f"embargo_hours ({self.embargo_hours}) must be at least the label horizon ({LABEL_HORIZON_HOURS}h), "
-                "or training labels would look into the holdout"
-            )
-        if self.holdout_hours > self.max_history_hours:
-            raise ValueError(f"holdout_hours ({self.holdout_hours}) is longer than max_history_hours ({self.max_history_hours})")
-        return self
+    evaluation_days: int = Field(
+        default=7, ge=1, le=31,
+        description="Days ending with the split day whose rows candidates, baselines and champion are scored on, each by a model that saw only earlier days.",
+    )
+    embargo_hours: int = Field(default=LABEL_HORIZON_HOURS, ge=LABEL_HORIZON_HOURS, description="Gap between a fold's training rows and the day it predicts; at least the label horizon.")
+    min_coin_hours: int = Field(default=24, ge=1, description="Coins with fewer hours in the evaluation window are excluded from the split.")
+    min_evaluation_rows: int = Field(default=24, ge=1, description="The split fails its check below this many evaluation rows.")
 
 
-def split_bounds(day_end: datetime, config: SplitConfig) -> dict[str, datetime]:
-    holdout_start = day_end - timedelta(hours=config.holdout_hours)
-    train_end = holdout_start - timedelta(hours=config.embargo_hours)
-    return {
-        "train_start": train_end - timedelta(hours=config.max_history_hours),
-        "train_end": train_end,
-        "holdout_start": holdout_start,
-        "holdout_end": day_end,
-    }
+def evaluation_window(day_start: datetime, config: SplitConfig) -> tuple[datetime, datetime]:
+    """[start, end) of the evaluation window of the split day starting at ``day_start`` (naive UTC)."""
+    day_start = utc_naive(day_start)
+    return day_start - timedelta(days=config.evaluation_days - 1), day_start + timedelta(days=1)
 
 
-def load_split(conn: duckdb.DuckDBPyConnection, split_id: str, part: str, *, with_ground_truth: bool = False) -> pd.DataFrame:
-    """Features and labels of one part ('train' or 'holdout') of a split, ordered by hour and coin.
+def read_split(conn: duckdb.DuckDBPyConnection, split_id: str) -> dict:
+    """The stored split: its window, embargo and excluded coins; a clear error when it was not materialized."""
+    row = conn.execute(
+        "SELECT evaluation_start, evaluation_end, embargo_hours, excluded_coins, params FROM ml.split_summaries WHERE split_id = ?",
+        [split_id],
+    ).fetchone()
+    if row is None:
+        raise dg.Failure(description=f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first")
+    start, end, embargo, excluded, params = row
+    return {"evaluation_start": start, "evaluation_end": end, "embargo_hours": int(embargo),
+            "excluded_coins": json.loads(excluded or "[]"), "params": json.loads(params or "{}")}
+
+
+def load_rows(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, *, excluded: list[str] = (), with_ground_truth: bool = False
+) -> "pd.DataFrame":
+    """Features and labels of every coin-hour in [start, end), ordered by hour and coin.
 
     ``with_ground_truth`` adds ``is_anomaly`` from the injected-anomaly ground truth: for
-    evaluation only, never for training.
+    evaluation only, never a model input.
     """
-    if part not in ("train", "holdout"):
-        raise ValueError(f"part must be 'train' or 'holdout', got {part!r}")
     truth = (
         """, EXISTS (SELECT 1 FROM raw.anomaly_ground_truth g
                      WHERE g.coin_id = f.coin_id AND g.partition_hour = f.partition_hour) AS is_anomaly"""
         if with_ground_truth
         else ""
     )
-    return conn.execute(
+    return query_frame(
+        conn,
         f"""
         SELECT f.*, l.fwd_vol_6h, l.vol_threshold, l.volatility_spike, l.fwd_return_6h {truth}
-        FROM ml.training_splits s
-        JOIN features.coin_features f USING (coin_id, partition_hour)
+        FROM features.coin_features f
         LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)
-        WHERE s.split_id = ? AND s.part = ?
+        WHERE f.partition_hour >= $start AND f.partition_hour < $end AND NOT list_contains($excluded, f.coin_id)
         ORDER BY f.partition_hour, f.coin_id
         """,
-        [split_id, part],
-    ).df()
+        {"start": utc_naive(start), "end": utc_naive(end), "excluded": list(excluded)},
+    )
+
+
+def refuse_stale_features(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
+    """Fail, naming the days to re-materialize, when feature rows in [start, end) come from another feature spec.
+
+    A split mixing two feature definitions would train and evaluate on columns that mean different things.
+    """
+    stale = conn.execute(
+        """
+        SELECT strftime(partition_hour, '%Y-%m-%d') AS day, feature_spec_version, count(*) AS feature_rows
+        FROM features.coin_features
+        WHERE partition_hour >= ? AND partition_hour < ? AND feature_spec_version <> ?
+        GROUP BY ALL ORDER BY day
+        """,
+        [utc_naive(start), utc_naive(end), FEATURE_SPEC_VERSION],
+    ).fetchall()
+    if stale:
+        days = sorted({day for day, _, _ in stale})
+        versions = sorted({version for _, version, _ in stale})
+        raise dg.Failure(
+            description=(
+                f"{sum(n for _, _, n in stale)} feature rows on {len(days)} day(s) ({days[0]} .. {days[-1]}) were computed by "
+                f"feature spec {', '.join(versions)}, not the current {FEATURE_SPEC_VERSION}: re-materialize coin_features "
+                f"for {days[0]}...{days[-1]} (one backfill), then this split."
+            ),
+            metadata={"stale_days": ", ".join(days)},
+        )
 
 
 @dg.asset(
     key=SPLITS_KEY,
     deps=[
-        dg.AssetDep(key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-SPLIT_LOOKBACK_DAYS, end_offset=0))
+        dg.AssetDep(key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-SPLIT_LOOKBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True))
         for key in ("coin_features", "coin_labels")
     ],
     partitions_def=daily_partitions,
@@ -97,139 +126,74 @@ def load_split(conn: duckdb.DuckDBPyConnection, split_id: str, part: str, *, wit
     group_name="training",
     kinds={"duckdb", "python"},
     owners=["team:ml-platform"],
-    metadata={"dagster/table_name": "ml.training_splits"},
+    metadata={"dagster/table_name": "ml.split_summaries"},
     check_specs=[
-        dg.AssetCheckSpec(NO_OVERLAP_CHECK, asset=SPLITS_KEY, blocking=True, description="Train and holdout share no hour."),
-        dg.AssetCheckSpec(EMBARGO_CHECK, asset=SPLITS_KEY, blocking=True, description="At least the embargo separates the last train hour from the holdout."),
-        dg.AssetCheckSpec(MIN_ROWS_CHECK, asset=SPLITS_KEY, blocking=True, description="Enough rows in train and holdout."),
-        dg.AssetCheckSpec(BALANCE_CHECK, asset=SPLITS_KEY, description="Both parts contain volatility spikes and calm hours."),
+        dg.AssetCheckSpec(MIN_ROWS_CHECK, asset=SPLITS_KEY, blocking=True, description="Enough rows in the evaluation window."),
+        dg.AssetCheckSpec(BALANCE_CHECK, asset=SPLITS_KEY, description="The window holds volatility spikes and calm hours."),
     ],
 )
 def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
-    """Daily train/holdout split of coin-hours, with an embargo so no training label sees the holdout.
+    """The day's split: the window of days candidates, baselines and champion are evaluated on, out of time.
 
-    Coins with too few rows are excluded and listed. The split id is the day.
+    Coins with too few hours in the window are excluded and listed. The split id is the day.
     """
+    import pandas as pd
     split_id = context.partition_key
-    day_end = context.partition_time_window.end
-    bounds = split_bounds(day_end, config)
+    start, end = evaluation_window(context.partition_time_window.start, config)
     with warehouse.connect() as conn:
-        rows = conn.execute(
+        refuse_stale_features(conn, start, end)
+        per_coin = conn.execute(
             """
-            SELECT f.coin_id, f.partition_hour,
-                   CASE WHEN f.partition_hour >= $holdout_start THEN 'holdout' ELSE 'train' END AS part,
-                   l.volatility_spike
+            SELECT f.coin_id, count(*) AS hours, count(l.volatility_spike) AS labeled,
+                   count(*) FILTER (WHERE l.volatility_spike) AS spikes,
+                   count(*) FILTER (WHERE g.coin_id IS NOT NULL) AS anomalies
             FROM features.coin_features f
             LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)
-            WHERE (f.partition_hour >= $train_start AND f.partition_hour < $train_end)
-               OR (f.partition_hour >= $holdout_start AND f.partition_hour < $holdout_end)
+            LEFT JOIN (SELECT DISTINCT coin_id, partition_hour FROM raw.anomaly_ground_truth) g USING (coin_id, partition_hour)
+            WHERE f.partition_hour >= ? AND f.partition_hour < ?
+            GROUP BY f.coin_id ORDER BY f.coin_id
             """,
-            {k: utc_naive(v) for k, v in bounds.items()},
+            [start, end],
         ).df()
-        counts = rows.groupby(["coin_id", "part"]).size().unstack(fill_value=0).reindex(columns=["train", "holdout"], fill_value=0)
-        excluded = sorted(counts.index[(counts["train"] < config.min_snapshots_per_coin) | (counts["holdout"] < config.min_snapshots_per_coin)])
-        kept = rows[~rows["coin_id"].isin(excluded)]
-        split_rows = kept[["coin_id", "partition_hour", "part"]].assign(split_id=split_id)
-        summary = _summary(split_id, context.partition_time_window.start, bounds, config, kept, excluded)
+        excluded = sorted(per_coin.loc[per_coin["hours"] < config.min_coin_hours, "coin_id"])
+        kept = per_coin[~per_coin["coin_id"].isin(excluded)]
+        labeled = int(kept["labeled"].sum())
+        summary = {
+            "split_id": split_id, "split_day": context.partition_time_window.start.date(),
+            "evaluation_start": start, "evaluation_end": end, "embargo_hours": config.embargo_hours,
+            "params": json.dumps(config.model_dump(), sort_keys=True),
+            "evaluation_rows": int(kept["hours"].sum()), "labeled_rows": labeled,
+            "spike_rate": float(kept["spikes"].sum() / labeled) if labeled else None,
+            "anomaly_rows": int(kept["anomalies"].sum()), "coins": len(kept), "excluded_coins": json.dumps(excluded),
+            "created_at": utc_naive(datetime.now(timezone.utc)),
+        }
         with transaction(conn):
-            conn.execute("DELETE FROM ml.training_splits WHERE split_id = ?", [split_id])
             conn.execute("DELETE FROM ml.split_summaries WHERE split_id = ?", [split_id])
-            insert_frame(conn, "ml.training_splits", split_rows)
             insert_frame(conn, "ml.split_summaries", pd.DataFrame([summary]))
-        checks = split_checks(conn, split_id, config)
 
-    train, holdout = kept[kept["part"] == "train"], kept[kept["part"] == "holdout"]
+    spike_rate = summary["spike_rate"]
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(kept),
-            "train_rows": len(train),
-            "holdout_rows": len(holdout),
-            "train_window": f"{bounds['train_start']:%Y-%m-%d %H:%M} .. {bounds['train_end']:%Y-%m-%d %H:%M} UTC",
-            "holdout_window": f"{bounds['holdout_start']:%Y-%m-%d %H:%M} .. {bounds['holdout_end']:%Y-%m-%d %H:%M} UTC",
-            "coins": int(kept["coin_id"].nunique()),
+            "dagster/row_count": summary["evaluation_rows"],
+            "evaluation_window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC ({config.evaluation_days} days)",
+            "evaluation_rows": summary["evaluation_rows"],
+            "labeled_rows": labeled,
+            "spike_rate": spike_rate if spike_rate is not None else -1.0,
+            "anomaly_rows": summary["anomaly_rows"],
+            "coins": summary["coins"],
             "excluded_coins": ", ".join(excluded) or "none",
-            "train_spike_rate": summary["train_spike_rate"] if summary["train_spike_rate"] is not None else -1.0,
-            "holdout_spike_rate": summary["holdout_spike_rate"] if summary["holdout_spike_rate"] is not None else -1.0,
+            "per_coin": markdown_preview(per_coin, limit=50),
             "params": dg.MetadataValue.json(config.model_dump()),
         },
-        check_results=checks,
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key=SPLITS_KEY, check_name=MIN_ROWS_CHECK, passed=summary["evaluation_rows"] >= config.min_evaluation_rows,
+                metadata={"evaluation_rows": summary["evaluation_rows"], "min_evaluation_rows": config.min_evaluation_rows},
+            ),
+            dg.AssetCheckResult(
+                asset_key=SPLITS_KEY, check_name=BALANCE_CHECK, severity=dg.AssetCheckSeverity.WARN,
+                passed=spike_rate is not None and 0 < spike_rate < 1,
+                metadata={"spike_rate": spike_rate if spike_rate is not None else -1.0, "labeled_rows": labeled},
+            ),
+        ],
     )
-
-
-def _spike_rate(frame: pd.DataFrame) -> float | None:
-    labeled = frame["volatility_spike"].dropna()
-    return float(labeled.astype(float).mean()) if len(labeled) else None
-
-
-def _summary(split_id, day_start, bounds, config, kept, excluded) -> dict:
-    train, holdout = kept[kept["part"] == "train"], kept[kept["part"] == "holdout"]
-    return {
-        "split_id": split_id,
-        "split_day": day_start.date(),
-        **{k: utc_naive(v) for k, v in bounds.items()},
-        "params": json.dumps(config.model_dump(), sort_keys=True),
-        "train_rows": len(train),
-        "holdout_rows": len(holdout),
-        "excluded_coins": json.dumps(excluded),
-        "train_spike_rate": _spike_rate(train),
-        "holdout_spike_rate": _spike_rate(holdout),
-        "created_at": utc_naive(datetime.now(timezone.utc)),
-    }
-
-
-def split_checks(conn: duckdb.DuckDBPyConnection, split_id: str, config: SplitConfig) -> list[dg.AssetCheckResult]:
-    """The split's invariants, read back from what was stored."""
-    stats = conn.execute(
-        """
-        SELECT
-            max(partition_hour) FILTER (WHERE part = 'train') AS last_train,
-            min(partition_hour) FILTER (WHERE part = 'holdout') AS first_holdout,
-            count(*) FILTER (WHERE part = 'train') AS train_rows,
-            count(*) FILTER (WHERE part = 'holdout') AS holdout_rows
-        FROM ml.training_splits WHERE split_id = ?
-        """,
-        [split_id],
-    ).fetchone()
-    last_train, first_holdout, train_rows, holdout_rows = stats
-    overlap = conn.execute(
-        """
-        SELECT count(*) FROM ml.training_splits t JOIN ml.training_splits h
-          ON t.split_id = h.split_id AND t.coin_id = h.coin_id AND t.partition_hour = h.partition_hour
-        WHERE t.split_id = ? AND t.part = 'train' AND h.part = 'holdout'
-        """,
-        [split_id],
-    ).fetchone()[0]
-    time_overlap = last_train is not None and first_holdout is not None and last_train >= first_holdout
-    # The embargo is the gap between the end of the last train hour and the first holdout hour.
-    gap_hours = None if last_train is None or first_holdout is None else (first_holdout - last_train).total_seconds() / 3600 - 1
-    balance = conn.execute(
-        """
-        SELECT s.part, avg(l.volatility_spike::DOUBLE) AS spike_rate, count(l.volatility_spike) AS labeled
-        FROM ml.training_splits s LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)
-        WHERE s.split_id = ? GROUP BY s.part
-        """,
-        [split_id],
-    ).df().set_index("part")
-    train_rate = balance["spike_rate"].get("train")
-    return [
-        dg.AssetCheckResult(
-            asset_key=SPLITS_KEY, check_name=NO_OVERLAP_CHECK, passed=bool(overlap == 0 and not time_overlap),
-            metadata={"shared_rows": int(overlap), "last_train_hour": str(last_train), "first_holdout_hour": str(first_holdout)},
-        ),
-        dg.AssetCheckResult(
-            asset_key=SPLITS_KEY, check_name=EMBARGO_CHECK, passed=bool(gap_hours is not None and gap_hours >= config.embargo_hours),
-            metadata={"gap_hours": gap_hours if gap_hours is not None else -1.0, "embargo_hours": config.embargo_hours},
-        ),
-        dg.AssetCheckResult(
-            asset_key=SPLITS_KEY, check_name=MIN_ROWS_CHECK,
-            passed=bool(train_rows >= config.min_train_rows and holdout_rows >= config.min_holdout_rows),
-            metadata={"train_rows": int(train_rows), "holdout_rows": int(holdout_rows),
-                      "min_train_rows": config.min_train_rows, "min_holdout_rows": config.min_holdout_rows},
-        ),
-        dg.AssetCheckResult(
-            asset_key=SPLITS_KEY, check_name=BALANCE_CHECK,
-            passed=bool(train_rate is not None and not pd.isna(train_rate) and 0 < train_rate < 1),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"balance": markdown_preview(balance.reset_index())},
-        ),
-    ]

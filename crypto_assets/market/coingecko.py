@@ -192,9 +192,9 @@ class CoinGeckoClient:
         coin_id = _required(where, item, "id", str)
         where = f"{where} (id={coin_id!r})"
         symbol = _required(where, item, "symbol", str)
+        # A null or non-positive price is data (a dead or delisted coin): the window quarantines that
+        # coin. A value of the wrong type means the API itself is broken, and raises.
         price = _number(where, "current_price", _required(where, item, "current_price"))
-        if price is None or price <= 0:
-            raise CoinGeckoResponseError(f"{where}: field 'current_price' must be > 0, got {price!r}")
         last_updated = _required(where, item, "last_updated", str)
         try:
             observed_at = utc_naive(datetime.fromisoformat(last_updated))
@@ -329,15 +329,17 @@ class CoinGeckoClient:
 def fetch_coingecko_window(client: CoinGeckoClient, start: datetime, end: datetime) -> SourceBatch:
     """Hourly snapshots for the window [start, end) for every configured coin.
 
-    Ids unknown to CoinGecko and points with a missing or non-positive price are quarantined;
-    a malformed response raises. With several points in an hour (5-minute granularity) the row
+    Ids unknown to CoinGecko, coins /coins/markets gives no current price (dead or delisted), and
+    points with a missing or non-positive price are quarantined, each with its reason, and the
+    other coins land; a malformed response raises. With several points in an hour (5-minute granularity) the row
     gets open/high/low; with hourly granularity those stay NULL rather than faking a range.
     """
     window_start, window_end = _check_window(start, end)
     ingested_at = utc_naive(datetime.now(timezone.utc))
     requests_before, retries_before = client.request_count, client.retry_count
     coin_ids = list(dict.fromkeys(client.settings.coin_ids))  # de-duplicated, order kept
-    symbols = {m["coin_id"]: m["symbol"] for m in client.markets(coin_ids)}
+    markets = {m["coin_id"]: m for m in client.markets(coin_ids)}
+    symbols = {coin_id: m["symbol"] for coin_id, m in markets.items()}
 
     quarantine: list[dict[str, Any]] = []
     frames: list[pd.DataFrame] = []
@@ -347,11 +349,26 @@ def fetch_coingecko_window(client: CoinGeckoClient, start: datetime, end: dateti
             quarantine.append(
                 {
                     "source_ref": f"{SOURCE}:/coins/markets",
+                    # No time of its own: it belongs to the window that found it, so a re-run replaces it.
+                    "partition_hour": window_start,
                     "coin_id": coin_id,
                     "reason": "unknown_coin_id",
                     "detail": f"{coin_id!r} was requested but is not in CoinGecko's /coins/markets answer; "
                     "coin_ids must be CoinGecko API ids such as 'bitcoin', not ticker symbols",
                     "raw_record": coin_id,
+                }
+            )
+            continue
+        if markets[coin_id]["price"] is None or markets[coin_id]["price"] <= 0:
+            quarantine.append(
+                {
+                    "source_ref": f"{SOURCE}:/coins/markets",
+                    "partition_hour": window_start,
+                    "coin_id": coin_id,
+                    "reason": "no_current_price",
+                    "detail": f"/coins/markets reports current_price {markets[coin_id]['price']!r} for {coin_id!r} "
+                    "(a dead or delisted coin?): its chart was not fetched; the other coins were",
+                    "raw_record": json.dumps({"id": coin_id, "current_price": markets[coin_id]["price"]}),
                 }
             )
             continue
@@ -389,6 +406,7 @@ def fetch_coingecko_window(client: CoinGeckoClient, start: datetime, end: dateti
         "quarantined": len(rejected),
         "coins_requested": len(coin_ids),
         "coins_returned": len(symbols.keys() & set(coin_ids)),
+        "coins_without_price": sum(1 for q in quarantine if q["reason"] == "no_current_price"),
     }
     log.info("CoinGecko window %s to %s: %s", window_start, window_end, stats)
     return SourceBatch(

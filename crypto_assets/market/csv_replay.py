@@ -6,24 +6,37 @@ Input formats (column names are matched case-insensitively, spaces and underscor
 
    - an optional extra line before the header (a URL, or ``Created on <date>,<url>``);
    - header ``unix,date,symbol,open,high,low,close,Volume <BASE>,Volume <QUOTE>[,tradecount]`` or
-     ``Unix Timestamp,Date,Symbol,Open,High,Low,Close,Volume``. Required: symbol, open, high, low,
-     close and at least one of unix / date;
+     ``Unix Timestamp,Date,Symbol,Open,High,Low,Close,Volume``. Required: open, high, low, close,
+     at least one of unix / date, and the pair: a ``symbol`` column or, without one, a file name
+     ``<Exchange>_<PAIR>_1h.csv`` (``Bitstamp_BTCUSD_1h.csv``);
    - ``unix`` in seconds (integer or float), milliseconds or microseconds, told apart by magnitude;
      ``date`` as ``2021-06-09 23:00:00`` (any ISO-8601) or ``2017-08-17 06-AM``. When the file has
-     both, both must read and name the same hour; ``observed_at`` (the candle's open) is taken from
-     ``unix``. Times before 2009-01-03 or from 2100 on do not read (a ``1`` is not 1970). The real
-     BTC and ETH files hold 91 rows (2017-09-22 19:00 to 09-26 18:00 by unix) whose date is 4 hours
-     behind, US Eastern daylight time; their prices chain on unix, but a row alone cannot say which
-     field is wrong, so they are quarantined as ``timestamp_mismatch``;
+     both, both must read. ``unix`` wins: ``observed_at`` (the candle's open) is taken from it. A
+     date that differs from unix by a time-zone offset (a multiple of 15 minutes, at most 14 hours)
+     is a mislabelled date, not a bad row: the row is kept and counted as
+     ``date_disagrees_with_unix``. The real BTC and ETH files hold 91 rows each (2017-09-22 19:00 to
+     09-26 18:00 by unix) whose date is 4 hours behind, US Eastern daylight time, and their prices
+     chain with their neighbours' on unix, not on date. Any other disagreement is
+     ``timestamp_mismatch``. Times before 2009-01-03 or from 2100 on do not read (a ``1`` is not
+     1970);
    - ``symbol`` a pair ``BASE/QUOTE`` (or ``BASE-QUOTE``, or ``BASEQUOTE`` with a USD-like suffix);
-   - ``volume_quote`` is the ``Volume <QUOTE>`` column. A single ``Volume`` column is assumed to be
-     in base units, as in the single-volume exports, so ``volume_quote = volume * close``. A missing
-     volume (``NULL``, empty, ``nan``) keeps the row with a NULL ``volume_quote``;
+   - ``volume_quote`` is the ``Volume <QUOTE>`` column (any USD-like one for a USD-like quote), else
+     ``Volume <BASE>`` times close. A single ``Volume`` column is in base units, as in the
+     single-volume exports, so ``volume_quote = volume * close``. A volume column naming neither the
+     base nor the quote (``Volume XYZ`` in a BTC/USD file) is not guessed at: the file's report
+     lists it under ``unused_columns`` and counts the rows left without a volume. A missing volume
+     (``NULL``, empty, ``nan``) keeps the row with a NULL ``volume_quote``; a zero volume is kept as
+     zero (an hour that traded nothing);
    - rows in any order (the exports are newest first); ``tradecount`` may be ``NULL``.
 
 2. Plain CSV, or Parquet (``.parquet``), with ``coin_id, symbol, observed_at, price`` and optional
    ``open, high, low, volume_quote, market_cap``: prices in USD, ``observed_at`` ISO-8601 (naive
    means UTC) or unix seconds.
+
+A file that cannot be read as a market file at all (no recognisable header, a required column
+missing, no pair anywhere, no readable time in any record) is reported as unreadable with the
+reason, and the other files are imported; only when no file is readable does loading raise
+``ValueError``. Columns a file has but the importer cannot use are listed in its report.
 
 Rejected records go to quarantine with one reason, checked in this order: ``missing_column`` /
 ``extra_column`` (field count differs from the header), ``missing_field`` (symbol or coin_id
@@ -64,8 +77,8 @@ quarantined``. De-duplicated rows are in the quarantine frame too, but counted a
 
 Windows: a record belongs to the window holding its ``partition_hour``. A record whose time is
 unreadable (``partition_hour`` NULL) belongs to the window holding the earliest readable hour of
-its file, so each is recorded exactly once; a file with records but no readable time at all is
-broken and raises ``ValueError``.
+its file, so each is recorded exactly once. Every window's batch carries the unreadable files
+and the unused columns as ``warnings``, so each ingestion run says them.
 """
 
 from __future__ import annotations
@@ -76,7 +89,7 @@ import functools
 import io
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -109,9 +122,11 @@ _ALIASES = {
     "market cap": "market_cap",
     "trade count": "tradecount",
 }
-_CANDLE_REQUIRED = ("symbol", "open", "high", "low", "close")
+_CANDLE_REQUIRED = ("open", "high", "low", "close")
 _PLAIN_REQUIRED = ("coin_id", "symbol", "observed_at", "price")
 _KNOWN = {*_CANDLE_REQUIRED, *_PLAIN_REQUIRED, "unix", "date", "tradecount", "volume", "volume_quote", "market_cap"}
+_PAIR_IN_FILE_NAME = re.compile(r"[A-Za-z0-9]+_([A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)_1h", re.IGNORECASE)  # Bitstamp_BTCUSD_1h
+MAX_DATE_OFFSET = pd.Timedelta(hours=14)  # the widest time-zone offset (UTC+14)
 _PRICES = ("open", "high", "low", "price")  # `price` is the candle close
 _GLUED_PAIR = re.compile(rf"^([A-Z0-9]+?)({'|'.join(sorted(USD_QUOTES, key=len, reverse=True))})$")
 
@@ -128,10 +143,35 @@ class FileReport:
     first_hour: datetime | None  # first and last kept hour
     last_hour: datetime | None
     gaps: int  # missing hours between consecutive kept hours, summed over coins
+    unreadable: str | None = None  # why the file could not be read at all (then every count is 0)
+    unused_columns: dict[str, str] = field(default_factory=dict)  # column -> why it was not used
+    rows_without_volume: int = 0  # kept rows with a NULL volume_quote (blank, or no usable volume column)
+    date_disagrees_with_unix: int = 0  # kept rows whose date is off unix by a time-zone offset
 
     @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
+
+
+    def warnings(self) -> list[str]:
+        """What this file's import could not use, in words (empty when nothing)."""
+        name = Path(self.path).name
+        if self.unreadable:
+            return [f"{name}: unreadable, not imported: {self.unreadable}"]
+        out = [f"{name}: column {c!r} not used ({why})" for c, why in self.unused_columns.items()]
+        if self.rows_without_volume:
+            out.append(f"{name}: {self.rows_without_volume:,} kept rows have no usable volume")
+        if self.date_disagrees_with_unix:
+            out.append(f"{name}: {self.date_disagrees_with_unix:,} rows have a date off unix by a time-zone offset; unix was used")
+        return out
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One file's interpreted records, and the columns it has but that could not be used."""
+
+    records: pd.DataFrame
+    unused_columns: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -175,6 +215,7 @@ def csv_window(paths: Sequence[str], start: datetime, end: datetime) -> SourceBa
     quar = quar[(quar["_anchor"] >= window_start) & (quar["_anchor"] < window_end)]
     duplicates = int(quar["_dup"].sum())
     now = utc_naive(datetime.now(timezone.utc))
+    files = set(snaps["_path"]) | set(quar["_path"])
     return SourceBatch(
         snapshots=_snapshots_out(snaps, now),
         quarantine=_quarantine_out(quar, now),
@@ -183,8 +224,13 @@ def csv_window(paths: Sequence[str], start: datetime, end: datetime) -> SourceBa
             "rows_kept": len(snaps),
             "duplicates_removed": duplicates,
             "quarantined": len(quar) - duplicates,
-            "files": len(set(snaps["_path"]) | set(quar["_path"])),
+            "files": len(files),
+            "files_unreadable": sum(1 for r in loaded.reports if r.unreadable),
+            "rows_without_usable_volume": int(snaps["volume_quote"].isna().sum()),
+            "date_disagrees_with_unix": int(snaps["_date_disagrees"].sum()),
         },
+        # Unreadable files belong to no window: every window says them. Column notes, for the files in it.
+        warnings=[w for r in loaded.reports if r.unreadable or r.path in files for w in r.warnings()],
     )
 
 
@@ -205,11 +251,12 @@ def format_reports(reports: Sequence[FileReport]) -> str:
             hour(r.last_hour),
             f"{r.gaps:,}",
             ", ".join(f"{k}={v:,}" for k, v in sorted(r.quarantined_by_reason.items())) or "-",
+            "; ".join(w.removeprefix(f"{Path(r.path).name}: ") for w in r.warnings()) or "-",
         )
         for r in reports
     ]
-    header = ("file", "read", "kept", "dedup", "quar.", "first hour", "last hour", "gaps", "quarantined by reason")
-    align = ("left", "right", "right", "right", "right", "left", "left", "right", "left")
+    header = ("file", "read", "kept", "dedup", "quar.", "first hour", "last hour", "gaps", "quarantined by reason", "notes")
+    align = ("left", "right", "right", "right", "right", "left", "left", "right", "left", "left")
     return tabulate(rows, headers=header, colalign=align, disable_numparse=True)
 
 
@@ -245,7 +292,16 @@ def _load(paths: Sequence[str]) -> _Loaded:
 @functools.lru_cache(maxsize=8)
 def _load_files(keys: tuple[tuple[str, int, int], ...]) -> _Loaded:
     # Cached by (path, mtime, size) of every file: a backfill asks for many windows of one load.
-    records = pd.concat([_parse_file(*key) for key in keys], ignore_index=True)
+    parsed: dict[str, _Parsed] = {}
+    unreadable: dict[str, str] = {}
+    for key in keys:
+        try:
+            parsed[key[0]] = _parse_file(*key)
+        except ValueError as exc:  # one bad file never aborts the others; its report says why
+            unreadable[key[0]] = str(exc).removeprefix(f"{key[0]}: ")
+    if not parsed:
+        raise ValueError("no readable market file: " + "; ".join(f"{Path(p).name}: {why}" for p, why in unreadable.items()))
+    records = pd.concat([p.records for p in parsed.values()], ignore_index=True)
     records["_anchor"] = records["partition_hour"].fillna(records.groupby("_path")["partition_hour"].transform("min"))
     good = records[records["reason"].isna()]
     kept, losers = _deduplicate(good)
@@ -253,24 +309,41 @@ def _load_files(keys: tuple[tuple[str, int, int], ...]) -> _Loaded:
     quarantine["_dup"] = quarantine["reason"].isin(["duplicate_hour", "exact_duplicate"])
     quarantine["source"] = SOURCE
     kept = kept.assign(source=SOURCE).sort_values(["partition_hour", "coin_id"], kind="stable", ignore_index=True)
-    reports = [_report(path, records, kept, quarantine) for path, _, _ in keys]
+    reports = [
+        _report(path, records, kept, quarantine, parsed[path].unused_columns)
+        if path in parsed
+        else FileReport(path, 0, 0, 0, {}, None, None, 0, unreadable=unreadable[path])
+        for path, _, _ in keys
+    ]
     return _Loaded(kept, quarantine, reports)
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_file(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
-    """All records of one file, interpreted, with ``reason`` set on the rejected ones."""
+def _parse_file(path: str, mtime_ns: int, size: int) -> _Parsed:
+    """All records of one file, interpreted, with ``reason`` set on the rejected ones.
+
+    Raises ``ValueError`` (message starting with the path) when the file is not a readable market file.
+    """
     del mtime_ns, size  # part of the cache key only
     file = Path(path)
-    fields = _read_parquet(file) if file.suffix.lower() == ".parquet" else _read_csv(file)
-    records = _parse_plain(fields) if _is_plain(fields.names) else _parse_candles(fields)
+    try:
+        fields = _read_parquet(file) if file.suffix.lower() == ".parquet" else _read_csv(file)
+    except (UnicodeDecodeError, csv.Error, pd.errors.ParserError, OSError) as exc:
+        raise ValueError(f"{file}: cannot be read as text CSV or Parquet ({type(exc).__name__}: {exc})") from exc
+    if _is_plain(fields.names):
+        records, unused = _parse_plain(fields), {}
+    else:
+        records, unused = _parse_candles(fields)
     if len(records) and records["partition_hour"].isna().all():
         raise ValueError(f"{file}: no record has a readable timestamp; is this an hourly market file?")
     records["_path"] = path
-    return records
+    unknown = {n: "not a column this importer reads" for n in fields.names if n not in _KNOWN and not n.startswith("volume ")}
+    return _Parsed(records, {**unknown, **unused})
 
 
-def _report(path: str, records: pd.DataFrame, kept: pd.DataFrame, quarantine: pd.DataFrame) -> FileReport:
+def _report(
+    path: str, records: pd.DataFrame, kept: pd.DataFrame, quarantine: pd.DataFrame, unused_columns: dict[str, str]
+) -> FileReport:
     mine = kept[kept["_path"] == path]
     rejected = quarantine[quarantine["_path"] == path]
     hours = mine.sort_values(["coin_id", "partition_hour"])
@@ -284,6 +357,9 @@ def _report(path: str, records: pd.DataFrame, kept: pd.DataFrame, quarantine: pd
         first_hour=mine["partition_hour"].min().to_pydatetime() if len(mine) else None,
         last_hour=mine["partition_hour"].max().to_pydatetime() if len(mine) else None,
         gaps=int((steps - 1).clip(lower=0).sum()),
+        unused_columns=unused_columns,
+        rows_without_volume=int(mine["volume_quote"].isna().sum()),
+        date_disagrees_with_unix=int(mine["_date_disagrees"].sum()),
     )
 
 
@@ -423,6 +499,7 @@ def _new_records(fields: _Fields) -> pd.DataFrame:
             "reason": pd.Series(None, index=text.index, dtype="object"),
             "detail": pd.Series(None, index=text.index, dtype="object"),
             "has_tradecount": False,
+            "_date_disagrees": False,
         },
         index=text.index,
     )
@@ -442,11 +519,20 @@ def _reject(records: pd.DataFrame, mask: pd.Series, reason: str, detail: Callabl
         records.loc[hit, "detail"] = [detail(row) for _, row in records[hit].iterrows()]
 
 
-def _parse_candles(fields: _Fields) -> pd.DataFrame:
+def _parse_candles(fields: _Fields) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(records, unused columns) of an OHLCV candle file."""
     text, names = fields.text, fields.names
     records = _new_records(fields)
 
-    symbol = text["symbol"].fillna("").str.strip().str.upper()
+    if "symbol" in names:
+        symbol = text["symbol"].fillna("").str.strip().str.upper()
+    elif named := _PAIR_IN_FILE_NAME.fullmatch(fields.path.stem):
+        symbol = pd.Series(named.group(1).upper(), index=text.index, dtype=object)
+    else:
+        raise ValueError(
+            f"{fields.path}: no symbol column, and the file name does not name the pair "
+            "(expected <Exchange>_<PAIR>_1h.csv, e.g. Bitstamp_BTCUSD_1h.csv)"
+        )
     base, quote, coin_id = _split_pairs(symbol)
     records["symbol"], records["coin_id"] = base, coin_id
     _reject(records, symbol == "", "missing_field", lambda r: "symbol is empty")
@@ -464,11 +550,19 @@ def _parse_candles(fields: _Fields) -> pd.DataFrame:
     records["partition_hour"] = stamp.dt.floor("h")
 
     def disagreement(r: pd.Series) -> str:
-        return " but ".join(f"{n} {text.at[r.name, n]!r} is {times.at[r.name, n]:%Y-%m-%d %H:%M}" for n in times)
+        return " but ".join(f"{n} {text.at[r.name, n]!r} is {times.at[r.name, n]:%Y-%m-%d %H:%M}" for n in times) + (
+            "; not a time-zone offset, so neither can be trusted"
+        )
 
     _reject(records, times.isna().any(axis=1), "unparseable_timestamp",
             lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in times))
-    _reject(records, hours.max(axis=1) != hours.min(axis=1), "timestamp_mismatch", disagreement)
+    if len(times.columns) == 2:
+        # Unix wins; a date off by a time-zone offset is a mislabelled date (see the module docstring).
+        offset = times["date"] - times["unix"]
+        zone_like = (offset.abs() <= MAX_DATE_OFFSET) & (offset % pd.Timedelta(minutes=15) == pd.Timedelta(0))
+        differs = hours["date"] != hours["unix"]
+        _reject(records, differs & ~zone_like, "timestamp_mismatch", disagreement)
+        records["_date_disagrees"] = differs & zone_like
     _reject(records, ~quote.isin(USD_QUOTES), "non_usd_quote",
             lambda r: f"pair {text.at[r.name, 'symbol']!r} is not quoted in a USD-like currency "
             f"({', '.join(sorted(USD_QUOTES))}); prices are stored in USD")
@@ -478,12 +572,15 @@ def _parse_candles(fields: _Fields) -> pd.DataFrame:
     parsed = {c: _numbers(text[c]) for c in [*prices, *volume_columns]}
     for column, target in prices.items():
         records[target] = parsed[column][0]
-    records["volume_quote"] = _quote_volume(base, quote, records["price"], {c: parsed[c][0] for c in volume_columns})
+    volumes = {c: parsed[c][0] for c in volume_columns}
+    records["volume_quote"], understood = _quote_volume(base, quote, records["price"], volumes)
     records["market_cap"] = np.nan
     if "tradecount" in names:
         records["has_tradecount"] = _numbers(text["tradecount"])[0].notna()
     _check_values(records, text, {c: g for c, (_, g) in parsed.items()}, prices)
-    return records
+    pairs = ", ".join(sorted(f"{b}/{q}" for b, q in set(zip(base.dropna(), quote.dropna())))) or "no readable pair"
+    unused = {c: f"a volume in a currency that is neither base nor quote of {pairs}" for c in volume_columns if c not in understood}
+    return records, unused
 
 
 def _split_pairs(symbol: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -496,17 +593,22 @@ def _split_pairs(symbol: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     return symbol.map(base), symbol.map(quote), symbol.map(coin)
 
 
-def _quote_volume(base: pd.Series, quote: pd.Series, close: pd.Series, volumes: dict[str, pd.Series]) -> pd.Series:
-    """``Volume <QUOTE>`` (any USD-like one will do for a USD quote), else base volume * close."""
+def _quote_volume(
+    base: pd.Series, quote: pd.Series, close: pd.Series, volumes: dict[str, pd.Series]
+) -> tuple[pd.Series, set[str]]:
+    """(quote volume, columns understood): ``Volume <QUOTE>`` (any USD-like one for a USD quote), else
+    base volume * close. Understood columns name the base or the quote of some pair in the file."""
     out = pd.Series(np.nan, index=base.index)
+    understood: set[str] = set()
     for (b, q), index in pd.DataFrame({"b": base, "q": quote}).dropna().groupby(["b", "q"]).groups.items():
         quote_cols = [f"volume {q}", *(f"volume {u}" for u in sorted(USD_QUOTES) if q in USD_QUOTES)]
         base_cols = [f"volume {b}", "volume"]
+        understood.update(c for c in (*quote_cols, *base_cols) if c in volumes)
         if col := next((c for c in quote_cols if c in volumes), None):
             out[index] = volumes[col][index]
         elif col := next((c for c in base_cols if c in volumes), None):
             out[index] = volumes[col][index] * close[index]
-    return out
+    return out, understood
 
 
 def _parse_plain(fields: _Fields) -> pd.DataFrame:

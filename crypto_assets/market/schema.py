@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import pandas as pd
+
 
 # (column, DuckDB type, description): the single source of truth for the snapshot table,
 # its DDL-facing checks and the column schema shown in the UI.
@@ -66,6 +69,7 @@ def utc_naive(ts: datetime) -> datetime:
 
 
 def _empty(columns: list[tuple[str, str, str]]) -> pd.DataFrame:
+    import pandas as pd
     dtypes = {"VARCHAR": "object", "DOUBLE": "float64", "TIMESTAMP": "datetime64[us]"}
     return pd.DataFrame({c: pd.Series(dtype=dtypes[t]) for c, t, _ in columns})
 
@@ -84,6 +88,7 @@ def empty_ground_truth() -> pd.DataFrame:
 
 def conform(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
     """Order and type ``df`` as ``columns`` (missing nullable columns become NULL)."""
+    import pandas as pd
     out = pd.DataFrame(index=df.index)
     for name, duck_type, _ in columns:
         series = df[name] if name in df.columns else pd.Series(None, index=df.index, dtype="object")
@@ -102,10 +107,13 @@ class SourceBatch:
 
     ``snapshots`` and ``ground_truth`` follow the column lists above; ``quarantine`` holds every
     record that was rejected, with a reason; ``stats`` are integer counters for run metadata
-    (for example ``rows_read``, ``duplicates_removed``).
+    (for example ``rows_read``, ``duplicates_removed``); ``warnings`` are what the source could
+    not use or had to decide (an unreadable file, a column it could not interpret), in words, so
+    the run log and metadata say it rather than the data silently degrading.
     """
 
     snapshots: pd.DataFrame = field(default_factory=empty_snapshots)
     quarantine: pd.DataFrame = field(default_factory=empty_quarantine)
     ground_truth: pd.DataFrame = field(default_factory=empty_ground_truth)
     stats: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)

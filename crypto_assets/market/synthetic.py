@@ -11,12 +11,15 @@ identical rows, whichever window or universe asked for it. The model:
 - log prices that revert slowly (half-life about two months) to each coin's typical level, so
   prices stay realistic over years;
 - hourly volume with a daily seasonal cycle, more volume on larger moves, and persistent noise;
-- labeled anomalies injected by :mod:`crypto_assets.market.anomalies`.
+- labeled anomalies injected by :mod:`crypto_assets.market.anomalies`;
+- optionally a regime shift (:class:`RegimeShift`): from a given hour on, the volatility of the
+  first N coins is multiplied, so drift detection can be tested on both sides of its alarm.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -67,7 +70,23 @@ def _hours_since_epoch(ts: datetime) -> int:
     return int(delta.total_seconds() // 3600)
 
 
-def simulate_base(coins: list[Coin], seed: int, n_hours: int) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class RegimeShift:
+    """From ``at`` (an hour, UTC) on, the returns and ranges of the first ``coins`` coins are ``multiplier`` times as volatile."""
+
+    at: datetime
+    coins: int
+    multiplier: float = 2.0
+
+    def factors(self, n_hours: int, n_coins: int) -> np.ndarray:
+        """(n_hours, n_coins) volatility multipliers: 1 before the shift and for the other coins."""
+        out = np.ones((n_hours, n_coins))
+        first = max(0, _hours_since_epoch(self.at))
+        out[first:, : min(self.coins, n_coins)] = self.multiplier
+        return out
+
+
+def simulate_base(coins: list[Coin], seed: int, n_hours: int, shift: RegimeShift | None = None) -> dict[str, np.ndarray]:
     """Clean hourly candles for the first ``n_hours`` after ``SIM_EPOCH``, arrays of shape (n_hours, n_coins)."""
     # Draw a few hours past the end: the volume build-up before an episode needs to know it is coming.
     market = np.random.default_rng([seed, _MARKET_STREAM]).standard_normal((n_hours + _PRECURSOR_HOURS, 4))
@@ -81,15 +100,16 @@ def simulate_base(coins: list[Coin], seed: int, n_hours: int) -> dict[str, np.nd
     season = 0.35 * np.cos(2 * np.pi * (hour_of_day - 15.0) / 24.0)
 
     shape = (n_hours, len(coins))
+    scale = shift.factors(n_hours, len(coins)) if shift is not None else np.ones(shape)
     close, open_, high, low, volume, mcap = (np.empty(shape) for _ in range(6))
     for j, coin in enumerate(coins):
         z = np.random.default_rng([seed, zlib.crc32(coin.coin_id.encode())]).standard_normal((n_hours, 5))
         idio_vol = _IDIO_VOL * (1 + 0.3 * (coin.beta - 1)) * np.exp(_ar1(_VOL_OF_VOL * z[:, 1], _VOL_PERSISTENCE) / 2)
-        ret = coin.beta * market_ret + idio_vol * z[:, 0]
+        ret = (coin.beta * market_ret + idio_vol * z[:, 0]) * scale[:, j]
         log_close = np.log(coin.base_price) + _ar1(ret, _PRICE_REVERSION)
         c = np.exp(log_close)
         o = np.concatenate([[c[0] * np.exp(-ret[0])], c[:-1]])
-        total_vol = np.hypot(coin.beta * market_vol, idio_vol)
+        total_vol = np.hypot(coin.beta * market_vol, idio_vol) * scale[:, j]
         close[:, j], open_[:, j] = c, o
         high[:, j] = np.maximum(o, c) * np.exp(0.5 * total_vol * np.abs(z[:, 2]))
         low[:, j] = np.minimum(o, c) * np.exp(-0.5 * total_vol * np.abs(z[:, 3]))
@@ -102,7 +122,7 @@ def simulate_base(coins: list[Coin], seed: int, n_hours: int) -> dict[str, np.nd
 
 
 def synthetic_window(
-    coins: list[Coin], seed: int, start: datetime, end: datetime, anomaly_rate: float
+    coins: list[Coin], seed: int, start: datetime, end: datetime, anomaly_rate: float, shift: RegimeShift | None = None
 ) -> SourceBatch:
     """Snapshots and anomaly ground truth for the hours in [start, end)."""
     first = _hours_since_epoch(start)
@@ -111,7 +131,7 @@ def synthetic_window(
         raise ValueError(f"the synthetic market starts at {SIM_EPOCH.isoformat()}; asked for {start.isoformat()}")
     if last <= first:
         raise ValueError(f"empty window: start {start.isoformat()} is not before end {end.isoformat()}")
-    base = simulate_base(coins, seed, last)
+    base = simulate_base(coins, seed, last, shift)
     # Simulate a few hours before the window too, so events that began earlier are whole.
     lead = min(first, MAX_EVENT_HOURS)
     rows = slice(first - lead, last)

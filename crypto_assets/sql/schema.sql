@@ -40,16 +40,10 @@ CREATE TABLE IF NOT EXISTS raw.anomaly_ground_truth (
 
 CREATE SCHEMA IF NOT EXISTS features;
 
+-- The feature columns follow crypto_assets/feature_spec.py: the warehouse adds and drops them to
+-- match the spec whenever it opens the file (crypto_assets/warehouse.py, sync_feature_columns).
 CREATE TABLE IF NOT EXISTS features.coin_features (
-    coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
-    ret_1h DOUBLE, ret_4h DOUBLE, ret_24h DOUBLE,
-    rv_6h DOUBLE, rv_24h DOUBLE, rv_72h DOUBLE, rv_ratio_6h_72h DOUBLE, rv_6h_vs_p90_168h DOUBLE, ret_zscore_24h DOUBLE,
-    rsi_14 DOUBLE, macd_line DOUBLE, macd_signal DOUBLE, macd_hist DOUBLE,
-    bb_pct_b DOUBLE, bb_bandwidth DOUBLE, price_sma_24_ratio DOUBLE, ema_12_26_ratio DOUBLE,
-    momentum_12h DOUBLE, roc_12h DOUBLE, volume_zscore_24h DOUBLE, volume_zscore_168h DOUBLE,
-    hl_range DOUBLE, ret_1h_vs_market DOUBLE, ret_1h_rank DOUBLE, volume_rank DOUBLE,
-    hour_sin DOUBLE, hour_cos DOUBLE, dow_sin DOUBLE, dow_cos DOUBLE,
-    missing_hours_24h BIGINT, in_warmup BOOLEAN, feature_spec_version VARCHAR NOT NULL
+    coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL, feature_spec_version VARCHAR NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS features.coin_labels (
@@ -60,16 +54,21 @@ CREATE TABLE IF NOT EXISTS features.coin_labels (
 
 CREATE SCHEMA IF NOT EXISTS ml;
 
--- Which coin-hours make up each daily split, and in which part.
-CREATE TABLE IF NOT EXISTS ml.training_splits (
-    split_id VARCHAR NOT NULL, part VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL
-);
-
+-- One row per daily split: the evaluation window that candidates, baselines and champion are all
+-- scored on (walk-forward), and what it holds.
 CREATE TABLE IF NOT EXISTS ml.split_summaries (
     split_id VARCHAR NOT NULL, split_day DATE NOT NULL,
-    train_start TIMESTAMP, train_end TIMESTAMP, holdout_start TIMESTAMP, holdout_end TIMESTAMP,
-    params VARCHAR, train_rows BIGINT, holdout_rows BIGINT, excluded_coins VARCHAR,
-    train_spike_rate DOUBLE, holdout_spike_rate DOUBLE, created_at TIMESTAMP
+    evaluation_start TIMESTAMP NOT NULL, evaluation_end TIMESTAMP NOT NULL, embargo_hours BIGINT NOT NULL,
+    params VARCHAR, evaluation_rows BIGINT, labeled_rows BIGINT, spike_rate DOUBLE, anomaly_rows BIGINT,
+    coins BIGINT, excluded_coins VARCHAR, created_at TIMESTAMP
+);
+
+-- Out-of-time scores of a candidate's walk-forward evaluation: every evaluated coin-hour, for the
+-- candidate recipe, each baseline and the champion's recipe, with the truth.
+CREATE TABLE IF NOT EXISTS ml.walk_forward_scores (
+    model_name VARCHAR NOT NULL, split_id VARCHAR NOT NULL, version_id VARCHAR NOT NULL, role VARCHAR NOT NULL,
+    fold VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    score DOUBLE, flagged BOOLEAN, truth BOOLEAN NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS ml.feature_drift (
@@ -79,18 +78,24 @@ CREATE TABLE IF NOT EXISTS ml.feature_drift (
 
 CREATE TABLE IF NOT EXISTS ml.drift_summaries (
     split_id VARCHAR NOT NULL, comparison VARCHAR NOT NULL, drift_share DOUBLE, drifted_features BIGINT,
-    features BIGINT, reference_rows BIGINT, current_rows BIGINT, report_path VARCHAR, created_at TIMESTAMP
+    features BIGINT, reference_rows BIGINT, current_rows BIGINT, report_path VARCHAR, created_at TIMESTAMP,
+    reference_start TIMESTAMP, reference_end TIMESTAMP, current_start TIMESTAMP, current_end TIMESTAMP,
+    drift_detected BOOLEAN, rule VARCHAR
 );
 
 CREATE SCHEMA IF NOT EXISTS registry;
 
--- Append-only: a version is never updated or deleted.
+-- Append-only: a version is never updated or deleted. Its lineage: the split it belongs to, the
+-- rows it was trained on (range, count, positives, sha256 of the training frame), the window its
+-- recipe was evaluated on out of time, and the feature spec version.
 CREATE TABLE IF NOT EXISTS registry.model_versions (
     model_name VARCHAR NOT NULL, version_id VARCHAR NOT NULL, version_number BIGINT NOT NULL,
     created_at TIMESTAMP NOT NULL, run_id VARCHAR, split_id VARCHAR NOT NULL,
     params VARCHAR, features VARCHAR, feature_spec_version VARCHAR NOT NULL,
     train_start TIMESTAMP, train_end TIMESTAMP, train_rows BIGINT, holdout_rows BIGINT,
     metrics VARCHAR, artifact BLOB NOT NULL, artifact_sha256 VARCHAR NOT NULL,
+    train_positives BIGINT, training_frame_sha256 VARCHAR,
+    evaluation_start TIMESTAMP, evaluation_end TIMESTAMP, evaluation_positives BIGINT,
     PRIMARY KEY (model_name, version_id)
 );
 
@@ -107,22 +112,34 @@ CREATE TABLE IF NOT EXISTS registry.promotion_events (
     reason VARCHAR NOT NULL, gate_results VARCHAR, run_id VARCHAR, created_at TIMESTAMP NOT NULL
 );
 
--- Evaluation of candidate, champion and baseline on one split's holdout.
+-- Metrics of candidate, baselines and champion on one split's evaluation window.
 CREATE TABLE IF NOT EXISTS ml.model_evaluations (
     model_name VARCHAR NOT NULL, split_id VARCHAR NOT NULL, role VARCHAR NOT NULL, version_id VARCHAR,
     metric VARCHAR NOT NULL, value DOUBLE, evaluated_at TIMESTAMP NOT NULL
 );
 
-CREATE SCHEMA IF NOT EXISTS serving;
-
--- Scores of every coin-hour, each with the champion version that produced it.
-CREATE TABLE IF NOT EXISTS serving.model_scores (
-    model_name VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
-    version_id VARCHAR NOT NULL, score DOUBLE NOT NULL, flagged BOOLEAN NOT NULL, scored_at TIMESTAMP NOT NULL
+-- The evidence each comparison gate decided on: the difference, its interval, the outcome.
+CREATE TABLE IF NOT EXISTS ml.gate_evidence (
+    model_name VARCHAR NOT NULL, split_id VARCHAR NOT NULL, version_id VARCHAR NOT NULL, gate VARCHAR NOT NULL,
+    comparator VARCHAR NOT NULL, comparator_version VARCHAR, metric VARCHAR NOT NULL,
+    candidate DOUBLE, other DOUBLE, difference DOUBLE, ci_low DOUBLE, ci_high DOUBLE, confidence DOUBLE, margin DOUBLE,
+    positives BIGINT, rows BIGINT, outcome VARCHAR NOT NULL, why VARCHAR, evaluated_at TIMESTAMP NOT NULL
 );
 
--- Volatility forecasts joined with what happened once the horizon passed.
+CREATE SCHEMA IF NOT EXISTS serving;
+
+-- Scores of every coin-hour, each stamped with the version that produced it and its role then:
+-- 'champion' (serving) or 'shadow' (the latest candidate, scored beside it, not serving).
+-- scored_at is when the hour was first scored by that version: a forecast made in time is live.
+CREATE TABLE IF NOT EXISTS serving.model_scores (
+    model_name VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    version_id VARCHAR NOT NULL, score DOUBLE NOT NULL, flagged BOOLEAN NOT NULL, scored_at TIMESTAMP NOT NULL,
+    role VARCHAR NOT NULL DEFAULT 'champion'
+);
+
+-- Volatility forecasts (champion and shadow) joined with what happened once the horizon passed.
 CREATE TABLE IF NOT EXISTS serving.prediction_outcomes (
     coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL, version_id VARCHAR NOT NULL,
-    probability DOUBLE NOT NULL, predicted_spike BOOLEAN NOT NULL, actual_spike BOOLEAN NOT NULL
+    probability DOUBLE NOT NULL, predicted_spike BOOLEAN NOT NULL, actual_spike BOOLEAN NOT NULL,
+    role VARCHAR NOT NULL DEFAULT 'champion', live BOOLEAN NOT NULL DEFAULT false
 );
