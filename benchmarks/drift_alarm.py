@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
 
     first = date.fromisoformat(args.start)
     shift_day = first + timedelta(days=args.stable_days)
-    last = shift_day + timedelta(days=args.shift_days - 1)
     data_start = first - timedelta(days=30)  # the reference window and the features' warm-up
     os.environ["CRYPTO_ASSETS_PARTITIONS_START"] = data_start.isoformat()
     os.environ.setdefault("CRYPTO_ASSETS_REPORTS_DIR", tempfile.mkdtemp(prefix="drift-reports-"))

@@ -14,6 +14,7 @@ rtol 1e-9 / atol 1e-12 (NaN equal to NaN); any disagreement exits with status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30, help="days of hourly data")
     parser.add_argument("--coins", type=int, default=20, help="coins in the universe (up to 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each implementation; the median is reported")
+    parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
     if args.days < 1 or args.repeat < 1:
         parser.error("--days and --repeat must be at least 1")
@@ -127,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     failed = agreement[agreement["mismatches"] > 0]
     if not failed.empty:
         print(f"\nDISAGREEMENT in {len(failed)} column(s): {', '.join(failed['column'])}")
-        return 1
-    print(f"\nall {len(agreement)} value columns agree")
-    return 0
+    else:
+        print(f"\nall {len(agreement)} value columns agree")
+    if args.json:
+        sql_s, pandas_s = statistics.median(sql_seconds), statistics.median(pandas_seconds)
+        print(json.dumps({"days": args.days, "coins": args.coins, "rows": rows, "sql_s": round(sql_s, 3),
+                          "pandas_s": round(pandas_s, 3), "pandas_over_sql": round(pandas_s / sql_s, 3),
+                          "columns_disagreeing": len(failed)}))
+    return 1 if not failed.empty else 0
 
 
 if __name__ == "__main__":

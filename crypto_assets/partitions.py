@@ -4,7 +4,8 @@ Hourly rows (snapshots, features, labels, scores, outcomes) are stored per hour 
 per day: Dagster records one event per partition per asset, so a year of history is 365
 partitions instead of 8,760 (see the README, "Partitions"). ``daily_data_partitions`` includes
 the current, still open day (``end_offset=1``): the hourly schedule re-materializes it every hour,
-and an asset reads only the hours that have already ended (:func:`observed_window`).
+and ingestion fetches only the hours that have already ended (:func:`observed_window`); the assets
+downstream read the rows it stored.
 Training, evaluation and drift use ``daily_partitions``: complete days only.
 
 The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``YYYY-MM-DD``), default

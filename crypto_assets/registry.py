@@ -18,6 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -128,10 +129,13 @@ def register_version(
     evaluation_start: datetime | None = None,
     evaluation_end: datetime | None = None,
     evaluation_positives: int | None = None,
+    write_evidence: Callable[[str], None] | None = None,
 ) -> ModelVersion:
     """Append a new version of ``model_name`` with its lineage; its id is the next ``vN``.
 
     ``holdout_rows`` is the number of rows its recipe was evaluated on out of time.
+    ``write_evidence(version_id)`` writes rows that belong with the version (its walk-forward
+    scores) in the same transaction: a version is never registered without them.
     """
     artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     values = {
@@ -154,6 +158,8 @@ def register_version(
             f"INSERT INTO registry.model_versions ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
             list(values.values()),
         )
+        if write_evidence is not None:
+            write_evidence(f"v{number}")
     return resolve(conn, model_name, f"v{number}")
 
 
@@ -286,14 +292,3 @@ def promotion_events(conn: duckdb.DuckDBPyConnection, model_name: str) -> list[d
     )
     columns = [d[0] for d in cursor.description]
     return [dict(zip(columns, row)) for row in cursor.fetchall()]
-
-
-def champion_split_ids(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """model name -> split id the current champion was trained on."""
-    return dict(conn.execute(
-        """
-        SELECT v.model_name, v.split_id FROM registry.aliases a
-        JOIN registry.model_versions v USING (model_name, version_id) WHERE a.alias = ?
-        """,
-        [CHAMPION],
-    ).fetchall())

@@ -218,7 +218,7 @@ def replace_window_with_query(
     conn: duckdb.DuckDBPyConnection,
     table: str,
     query: str,
-    params: dict,
+    params: dict | list[dict],
     *,
     column: str,
     start: datetime,
@@ -226,11 +226,13 @@ def replace_window_with_query(
 ) -> int:
     """Like :func:`replace_window`, with the new rows coming from ``query`` inside DuckDB (no DataFrame).
 
-    ``query``'s columns are matched to ``table``'s by name; its values are bound from ``params``.
+    ``query``'s columns are matched to ``table``'s by name; its values are bound from ``params``. A
+    list of parameter sets runs the query once per set (pieces of the window, to bound memory).
     Returns the number of rows inserted.
     """
     conn.execute(f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?", [utc_naive(start), utc_naive(end)])
-    return int(conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({query})", params).fetchone()[0])
+    pieces = params if isinstance(params, list) else [params]
+    return sum(int(conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({query})", p).fetchone()[0]) for p in pieces)
 
 
 def query_frame(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = None) -> pd.DataFrame:

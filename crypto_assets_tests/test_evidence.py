@@ -83,3 +83,22 @@ def test_a_draw_without_positives_cannot_pass_silently():
     result = evidence.compare(comparator="zscore", truth=truth, hours=HOURS, candidate_scores=truth.astype(float),
                               other_scores=np.zeros(len(HOURS)), margin=0.0, min_positives=30, replicates=200)
     assert result.outcome == evidence.INCONCLUSIVE and "drew no positive" in result.why
+
+
+def test_rows_one_model_did_not_score_make_the_comparison_inconclusive():
+    # A champion that could not score some rows is not "beaten" on them: the models were not compared on the same rows.
+    truth, noise = _market(seed=5)
+    other = noise + 0.5 * truth
+    other[:100] = np.nan
+    result = evidence.compare(comparator="champion", truth=truth, hours=HOURS, candidate_scores=noise + 3.0 * truth,
+                              other_scores=other, margin=0.0, min_positives=30, replicates=200)
+    assert result.outcome == evidence.INCONCLUSIVE and "100 of the rows have no score" in result.why
+
+
+def test_metrics_of_scores_that_are_not_numbers_are_undefined_not_a_crash():
+    # So the evaluation reaches its no_nan_scores gate, which fails, instead of crashing before it.
+    from crypto_assets.ml.families import ranking_metrics
+
+    truth, noise = _market(seed=6)
+    noise[7] = np.nan
+    assert all(np.isnan(v) for v in ranking_metrics(truth, noise).values())

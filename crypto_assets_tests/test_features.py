@@ -197,7 +197,7 @@ def test_rsi_uses_simple_sums_of_the_last_14_changes(warehouse):
 def test_hours_that_traded_nothing_give_finite_features_and_the_detectors_train(warehouse):
     """Thin markets: hours with volume 0 and an unchanged price (real exports are full of them)."""
     from crypto_assets.feature_spec import ANOMALY_DETECTOR_FEATURES, VOLATILITY_MODEL_FEATURES
-    from crypto_assets.ml.families import AnomalyDetector, VolatilitySpikeModel
+    from crypto_assets.ml.families import AnomalyDetector
 
     n = 10 * 24
     rng = np.random.default_rng(3)
@@ -477,3 +477,33 @@ def test_snapshots_features_and_labels_materialize_with_passing_checks(warehouse
         " (SELECT count(*) FROM features.coin_labels) AS labels"
     ).iloc[0]
     assert counts.to_dict() == {"snapshots": 24 * 20, "features": 24 * 20, "labels": 24 * 20}
+
+
+def test_a_range_computed_in_pieces_equals_the_range_computed_whole(warehouse, instance, monkeypatch):
+    # Long backfills compute features FEATURE_CHUNK_DAYS at a time, to bound memory.
+    load(warehouse, synthetic_with_gaps())
+    first, last = synth_hour(10 * 24), synth_hour(13 * 24)  # 3 days, after the warm-up
+    monkeypatch.setattr(features, "FEATURE_CHUNK_DAYS", 1)
+    result = dg.materialize([features.coin_features], instance=instance, resources={"warehouse": warehouse},
+                            tags=range_tags(f"{first:%Y-%m-%d}", f"{last - H:%Y-%m-%d}"), raise_on_error=False)
+    assert result.success
+    pieces = warehouse.query(
+        "SELECT * EXCLUDE (feature_spec_version) FROM features.coin_features ORDER BY partition_hour, coin_id"
+    )
+    whole = run_features(warehouse, first, last).sort_values(["partition_hour", "coin_id"], ignore_index=True)
+    assert len(pieces) == len(whole) > 0
+    pd.testing.assert_frame_equal(pieces[whole.columns.tolist()], whole, check_dtype=False, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["'inf'::DOUBLE", "'nan'::DOUBLE"])
+def test_a_non_finite_feature_fails_the_blocking_check_naming_it(warehouse, instance, monkeypatch, bad):
+    load(warehouse, synthetic_with_gaps())
+    spoiled = f"SELECT * REPLACE (CASE WHEN coin_id = 'bitcoin' THEN {bad} ELSE rv_6h END AS rv_6h) FROM ({features.FEATURES_SQL})"
+    monkeypatch.setattr(features, "FEATURES_SQL", spoiled)
+    day = f"{synth_hour(10 * 24):%Y-%m-%d}"
+    result = dg.materialize([features.coin_features], instance=instance, resources={"warehouse": warehouse},
+                            partition_key=day, raise_on_error=False)
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == features.FEATURES_FINITE_CHECK]
+    assert not check.passed
+    assert check.metadata["by_feature"].value == "rv_6h: 24" and check.metadata["non_finite_values"].value == 24
+    assert not result.success  # blocking

@@ -229,6 +229,32 @@ def test_deployment_and_source_settings_are_validated(monkeypatch):
     assert build_resources("prod")["market_source"].kind == "coingecko"
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("postgresql://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
+     ("postgresql+psycopg://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
+     ("not a url", "is not a database URL"),
+     ("postgresql+psycopg2://postgres@127.0.0.1:5432", "names no database")],
+)
+def test_the_production_instance_url_is_checked_before_anything_runs(monkeypatch, tmp_path, url, message):
+    from crypto_assets import instance as instance_setup
+
+    monkeypatch.setenv(instance_setup.PG_URL_ENV, url)
+    with pytest.raises(instance_setup.InstanceSetupError, match=message):
+        instance_setup.prepare_home(tmp_path / "home", "prod")
+    assert not (tmp_path / "home" / "dagster.yaml").exists()
+
+
+def test_an_unreachable_postgres_is_a_clear_error_with_the_password_hidden(monkeypatch, tmp_path):
+    from crypto_assets import instance as instance_setup
+
+    # Port 9 (discard) on loopback: nothing listens there.
+    monkeypatch.setenv(instance_setup.PG_URL_ENV, "postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:9/dagster")
+    with pytest.raises(instance_setup.InstanceSetupError, match=r"PostgreSQL at 127\.0\.0\.1:9 is unreachable") as raised:
+        instance_setup.prepare_home(tmp_path / "home", "prod")
+    assert "s3cret-pw" not in str(raised.value)
+
+
 def test_a_database_in_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="warehouse.database: folder .* does not exist"):
         with Warehouse(database=str(tmp_path / "nope" / "x.duckdb")).connect():

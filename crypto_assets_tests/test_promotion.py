@@ -7,7 +7,6 @@ import json
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from crypto_assets import registry
 from crypto_assets.assets import candidates, evaluations, promotion, serving
@@ -268,3 +267,16 @@ def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfill
     metadata = outcomes.asset_materializations_for_node("prediction_outcomes")[0].metadata
     assert metadata["live_rows_7d"].value == 0
     assert "shadow" in metadata["by_version_and_role"].value
+
+
+def test_deciding_one_model_of_a_training_run_still_decides_the_other(prepared_warehouse, instance):
+    # daily_training_job evaluates both models in one run; the gate job of the first must not hide the second.
+    both = _assets("anomaly_detector") + _assets("volatility_model")
+    run = dg.materialize(both, instance=instance, partition_key=DAY, resources={"warehouse": prepared_warehouse},
+                         run_config={"ops": {f"{n}_candidate": {"config": c} for n, c in QUICK.items()}}, raise_on_error=False)
+    requests, _ = promotion_run_requests(instance, {})
+    first = next(r for r in requests if r.tags["crypto_assets/model"] == "anomaly_detector")
+    assert champion_run(prepared_warehouse, instance, **first.run_config["ops"]["model_champions"]["config"]).success
+    remaining, _ = promotion_run_requests(instance, {})
+    assert [(r.tags["crypto_assets/model"], r.run_config["ops"]["model_champions"]["config"]["evaluation_run_id"])
+            for r in remaining] == [("volatility_model", run.run_id)]

@@ -19,7 +19,7 @@ from crypto_assets.metadata import markdown_preview
 from crypto_assets.ml.families import MODEL_FAMILIES, ModelFamily
 from crypto_assets.ml.walk_forward import CANDIDATE, REFIT, frame_sha256, plan_folds, refit, rows_between, walk_forward
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, insert_frame, transaction
+from crypto_assets.warehouse import Warehouse, insert_frame
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
     import pandas as pd
@@ -106,6 +106,12 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             fold=REFIT, truth=family.truth(evaluation_rows), role=REGISTERED,
             score=model.scores(evaluation_rows), flagged=model.flags(evaluation_rows),
         )
+        def write_scores(version_id: str) -> None:
+            stored = pd.concat([scores, registered], ignore_index=True).assign(
+                model_name=family.name, split_id=split_id, version_id=version_id
+            )
+            insert_frame(conn, "ml.walk_forward_scores", stored)
+
         with warehouse.connect() as conn:
             version = registry.register_version(
                 conn,
@@ -116,15 +122,11 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 training_frame_sha256=frame_sha256(train, model.features),
                 evaluation_start=split["evaluation_start"], evaluation_end=split["evaluation_end"],
                 holdout_rows=len(evaluated), evaluation_positives=int(evaluated["truth"].sum()),
-                metrics={"fit_seconds": seconds, "threshold": model.threshold, **model.info},
+                metrics={"walk_forward_and_refit_seconds": seconds, "threshold": model.threshold, **model.info},
+                write_evidence=write_scores,
             )
-            stored = pd.concat([scores, registered], ignore_index=True).assign(
-                model_name=family.name, split_id=split_id, version_id=version.version_id
-            )
-            with transaction(conn):
-                insert_frame(conn, "ml.walk_forward_scores", stored)
         context.log.info(f"registered {family.name} {version.version_id} (sha256 {version.artifact_sha256[:12]}), "
-                         f"walk-forward over {len(folds) - 1} days in {seconds:.1f}s")
+                         f"walk-forward over {evaluated['fold'].nunique()} of {len(folds) - 1} planned days, then refit, in {seconds:.1f}s")
         explanations = {
             name: markdown_preview(pd.DataFrame(sorted(values.items(), key=lambda kv: -kv[1])[:15], columns=["feature", name]), limit=15)
             for name, values in family.explain(model, train).items()
@@ -136,7 +138,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 "artifact_sha256": version.artifact_sha256,
                 **{f"lineage/{k}": v for k, v in version.lineage.as_metadata().items()},
                 "walk_forward": markdown_preview(fold_table(family, frame, folds, scores), limit=40),
-                "fit_seconds": seconds,
+                "walk_forward_and_refit_seconds": seconds,
                 "decision_threshold": float(model.threshold),
                 "params": dg.MetadataValue.json(params),
             }

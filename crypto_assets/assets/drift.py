@@ -33,7 +33,8 @@ import dagster as dg
 import duckdb
 from pydantic import Field, model_validator
 
-from crypto_assets.feature_spec import DRIFT_FEATURES
+from crypto_assets.assets.splits import refuse_stale_features
+from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
@@ -243,7 +244,7 @@ def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: l
     definition = DataDefinition(numerical_columns=compared)
     with warnings.catch_warnings():
         # Evidently 0.7 calls pandas APIs that pandas 3 deprecates (once per column), and numpy warns
-        # on constant columns (a one-day holdout has a single day of week) in its correlation plots.
+        # on constant columns (a frozen feed) in its correlation plots.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"evidently\.")
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"evidently\.")
         warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
@@ -332,14 +333,21 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
 
     # Read everything first and release the file: Evidently takes seconds per report.
     with warehouse.connect() as conn:
+        # Rows of two feature specs mean different things: comparing them would be drift by definition.
+        refuse_stale_features(conn, reference_start, current_end)
         current = load_window(conn, current_start, current_end)
         references = {RECENT_VS_REFERENCE: load_window(conn, reference_start, current_start)}
         for family_name in ("anomaly_detector", "volatility_model"):
             champion = registry.champion(conn, family_name)
-            if champion is not None and champion.lineage.train_start is not None:
-                name = f"{CHAMPION_COMPARISON_PREFIX}{family_name}"
-                windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
-                references[name] = load_window(conn, *windows[name])
+            if champion is None or champion.lineage.train_start is None:
+                continue
+            if champion.feature_spec_version != FEATURE_SPEC_VERSION:
+                context.log.warning(f"{family_name}: champion {champion.version_id} was trained on feature spec "
+                                    f"{champion.feature_spec_version}, not {FEATURE_SPEC_VERSION}: no comparison with its training rows")
+                continue
+            name = f"{CHAMPION_COMPARISON_PREFIX}{family_name}"
+            windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
+            references[name] = load_window(conn, *windows[name])
     if current.empty or references[RECENT_VS_REFERENCE].empty:
         raise dg.Failure(
             description=(

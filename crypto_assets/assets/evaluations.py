@@ -38,7 +38,7 @@ ARTIFACT_GATE = "artifact_verified"
 GATES = (FLOOR_GATE, BASELINE_GATE, CHAMPION_GATE, FLAG_RATE_GATE, NAN_GATE, ARTIFACT_GATE)
 _GATE_DESCRIPTIONS = {
     FLOOR_GATE: "The candidate's pooled out-of-time PR-AUC reaches the floor, on enough positives.",
-    BASELINE_GATE: "For every baseline, the lower bound of the 90% block-bootstrap interval of the PR-AUC difference exceeds the margin.",
+    BASELINE_GATE: "For every baseline, the lower bound of the block-bootstrap interval (GateConfig.confidence, 90% by default) of the PR-AUC difference exceeds the margin.",
     CHAMPION_GATE: "Against the champion's recipe on the same rows, the interval's lower bound exceeds the champion margin; passes when there is no champion that can serve.",
     FLAG_RATE_GATE: "The candidate flags a plausible share of rows.",
     NAN_GATE: "Every out-of-time and registered score is finite.",
@@ -175,9 +175,8 @@ def evaluate(
     draws = evidence.hour_draws(hours, config.bootstrap_replicates, config.block_hours, config.seed) if len(rows) else None
 
     def versus(name: str, other: "np.ndarray", margin: float) -> evidence.Comparison:
-        import numpy as np
         return evidence.compare(comparator=name, truth=truth, hours=hours, candidate_scores=candidate_scores,
-                                other_scores=np.nan_to_num(other, nan=-np.inf), margin=margin,
+                                other_scores=other, margin=margin,
                                 min_positives=config.min_positives, confidence=config.confidence, draws=draws)
 
     baselines = [versus(b.name, _aligned(scores, b.name, rows), config.baseline_margin) for b in family.baselines]
@@ -185,7 +184,7 @@ def evaluate(
 
     roles = {CANDIDATE: family.metrics(truth, candidate_scores, flags)}
     for b in family.baselines:
-        roles[b.name] = family.metrics(truth, np.nan_to_num(_aligned(scores, b.name, rows), nan=-np.inf), np.zeros(len(rows), dtype=bool))
+        roles[b.name] = family.metrics(truth, _aligned(scores, b.name, rows), np.zeros(len(rows), dtype=bool))
         roles[b.name] = {k: v for k, v in roles[b.name].items() if k in ("pr_auc", "roc_auc", "positives", "rows")}
     if champion_scores is not None:
         roles[CHAMPION] = {k: v for k, v in family.metrics(truth, _aligned(scores, CHAMPION, rows), np.zeros(len(rows), dtype=bool)).items()

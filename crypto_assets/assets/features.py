@@ -5,7 +5,7 @@ past the partition and stay NULL where those hours are not ingested yet. Both ar
 from the SQL into their table (INSERT ... SELECT): no round trip through pandas.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -34,11 +34,21 @@ FEATURES_FINITE_CHECK = "no_infinite_features"
 LABELS_NO_LEAK_CHECK = "labels_not_in_features"
 
 HOURS_PER_DAY = 24
+FEATURE_CHUNK_DAYS = 60  # a year-long backfill peaks at ~2.3 GB computed whole (benchmarks/backfill.py)
 
 
 def days_covering(hours: int) -> int:
     """Whole days of partitions that hold ``hours`` hours before a day's first hour."""
     return -(-hours // HOURS_PER_DAY)
+
+
+def time_pieces(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive pieces of at most ``step``."""
+    pieces = []
+    while start < end:
+        pieces.append((start, min(start + step, end)))
+        start += step
+    return pieces
 
 
 @dg.asset(
@@ -63,7 +73,7 @@ def days_covering(hours: int) -> int:
     check_specs=[
         dg.AssetCheckSpec(FEATURES_SCHEMA_CHECK, asset=FEATURES_KEY, blocking=True, description="The table's columns are exactly the feature spec's."),
         dg.AssetCheckSpec(FEATURES_COMPLETE_CHECK, asset=FEATURES_KEY, blocking=True, description="Exactly one feature row per snapshot row."),
-        dg.AssetCheckSpec(FEATURES_FINITE_CHECK, asset=FEATURES_KEY, blocking=True, description="No feature is +inf or -inf (NULL is allowed: models impute it)."),
+        dg.AssetCheckSpec(FEATURES_FINITE_CHECK, asset=FEATURES_KEY, blocking=True, description="No feature is +inf, -inf or NaN (NULL is allowed: models impute it)."),
     ],
 )
 def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -73,14 +83,19 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     """
     window = context.partition_time_window
     start, end = utc_naive(window.start), utc_naive(window.end)
-    params = {"read_start": start - timedelta(hours=LOOKBACK_HOURS), "start": start, "end": end}
+    # A long backfill computes FEATURE_CHUNK_DAYS at a time: an hour's features depend only on the
+    # LOOKBACK_HOURS before it, so the rows are the same, and DuckDB's window state stays bounded.
+    pieces = [
+        {"read_start": piece_start - timedelta(hours=LOOKBACK_HOURS), "start": piece_start, "end": piece_end,
+         "feature_spec_version": FEATURE_SPEC_VERSION}
+        for piece_start, piece_end in time_pieces(start, end, timedelta(days=FEATURE_CHUNK_DAYS))
+    ]
     with warehouse.connect() as conn:
         with transaction(conn):
             replace_window_with_query(
                 conn, "features.coin_features",
                 f"SELECT *, $feature_spec_version AS feature_spec_version FROM ({FEATURES_SQL})",
-                {**params, "feature_spec_version": FEATURE_SPEC_VERSION},
-                column="partition_hour", start=start, end=end,
+                pieces, column="partition_hour", start=start, end=end,
             )
         stats = conn.execute(
             f"""
@@ -88,7 +103,7 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
                    count(*) FILTER (WHERE in_warmup) AS rows_in_warmup,
                    count(*) FILTER (WHERE missing_hours_24h > 0) AS rows_after_gaps,
                    (SELECT count(*) FROM raw.market_snapshots WHERE partition_hour >= $start AND partition_hour < $end) AS snapshot_rows,
-                   {", ".join(f"count(*) FILTER (WHERE isinf({name})) AS {name}" for name in FEATURE_NAMES)}
+                   {", ".join(f"count(*) FILTER (WHERE NOT isfinite({name})) AS {name}" for name in FEATURE_NAMES)}
             FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end
             """,
             {"start": start, "end": end},
@@ -130,7 +145,7 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
             dg.AssetCheckResult(
                 check_name=FEATURES_FINITE_CHECK,
                 passed=not infinite,
-                metadata={"infinite_values": sum(infinite.values()),
+                metadata={"non_finite_values": sum(infinite.values()),
                           "by_feature": ", ".join(f"{k}: {v}" for k, v in infinite.items()) or "none"},
             ),
         ],

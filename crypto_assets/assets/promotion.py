@@ -45,10 +45,6 @@ class ChampionConfig(dg.Config):
     evaluation_run_id: str | None = Field(default=None, description="apply_gates: the run that evaluated the candidate.")
 
 
-class PromotionRefused(Exception):
-    """A decision that leaves the champion unchanged, with the reason."""
-
-
 def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: str) -> dict[str, str | None]:
     """Each gate's outcome in one evaluation run (passed, failed or inconclusive), None while not evaluated."""
     key = evaluation_key(FAMILIES_BY_NAME[model_name])
@@ -265,11 +261,12 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
     """
     requests: list[dg.RunRequest] = []
     cursor = dict(cursor)
-    # Evaluations already decided (by this sensor, or by the quickstart running the same job).
+    # (model, evaluation run) pairs already decided (by this sensor, or by the quickstart running the
+    # same job). Per model: one training run evaluates both models, and deciding one is not the other.
     decided = {
-        r.asset_materialization.metadata["evaluation_run_id"].value
+        (r.asset_materialization.metadata["model_name"].value, r.asset_materialization.metadata["evaluation_run_id"].value)
         for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
-        if "evaluation_run_id" in r.asset_materialization.metadata
+        if {"model_name", "evaluation_run_id"} <= set(r.asset_materialization.metadata)
     }
     for family in MODEL_FAMILIES:
         records = instance.fetch_materializations(
@@ -283,7 +280,7 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
                 break
             split_id = record.partition_key
             cursor[family.name] = record.storage_id
-            if record.run_id in decided:
+            if (family.name, record.run_id) in decided:
                 continue
             requests.append(
                 dg.RunRequest(

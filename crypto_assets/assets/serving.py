@@ -16,6 +16,7 @@ import dagster as dg
 from crypto_assets import registry
 from crypto_assets.assets.features import FEATURES_KEY, LABELS_KEY
 from crypto_assets.assets.promotion import CHAMPION_KEY
+from crypto_assets.assets.splits import refuse_stale_features
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
@@ -86,6 +87,7 @@ def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefini
             if not pairs:
                 context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={"skipped": "; ".join(notes)}))
                 return
+            refuse_stale_features(conn, start, end)  # a model reads the columns of its own feature spec only
             features = conn.execute(
                 "SELECT * FROM features.coin_features WHERE partition_hour >= ? AND partition_hour < ? ORDER BY partition_hour, coin_id",
                 [start, end],
@@ -192,8 +194,9 @@ def prediction_outcomes(context: dg.AssetExecutionContext, warehouse: Warehouse)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": int(written),
-            "live_precision_7d": tp / predicted if predicted else 0.0,
-            "live_recall_7d": tp / actual if actual else 0.0,
+            # NaN, not 0, when there is nothing to measure: no flag raised, or no spike happened.
+            "live_precision_7d": tp / predicted if predicted else float("nan"),
+            "live_recall_7d": tp / actual if actual else float("nan"),
             "live_rows_7d": int(live_champion["rows"].sum()),
             "by_version_and_role": markdown_preview(by_version, limit=30),
         }

@@ -178,7 +178,7 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
             "evaluation_window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC ({config.evaluation_days} days)",
             "evaluation_rows": summary["evaluation_rows"],
             "labeled_rows": labeled,
-            "spike_rate": spike_rate if spike_rate is not None else -1.0,
+            "spike_rate": spike_rate if spike_rate is not None else float("nan"),
             "anomaly_rows": summary["anomaly_rows"],
             "coins": summary["coins"],
             "excluded_coins": ", ".join(excluded) or "none",
@@ -193,7 +193,7 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
             dg.AssetCheckResult(
                 asset_key=SPLITS_KEY, check_name=BALANCE_CHECK, severity=dg.AssetCheckSeverity.WARN,
                 passed=spike_rate is not None and 0 < spike_rate < 1,
-                metadata={"spike_rate": spike_rate if spike_rate is not None else -1.0, "labeled_rows": labeled},
+                metadata={"spike_rate": spike_rate if spike_rate is not None else float("nan"), "labeled_rows": labeled},
             ),
         ],
     )

@@ -120,9 +120,11 @@ def compare(
     base = {"comparator": comparator, "metric": "pr_auc", "candidate": candidate, "other": other,
             "difference": candidate - other, "confidence": confidence, "margin": margin,
             "positives": positives, "rows": rows, "hours": n_hours}
-    if positives < min_positives or positives == rows:
+    unscored = int(np.isnan(np.asarray(candidate_scores, dtype=float)).sum() + np.isnan(np.asarray(other_scores, dtype=float)).sum())
+    if positives < min_positives or positives == rows or unscored:
         why = (f"{positives} positives, fewer than the {min_positives} required" if positives < min_positives
-               else "every row is positive")
+               else "every row is positive" if positives == rows
+               else f"{unscored} of the rows have no score from one of the two models: they were not compared on the same rows")
         return Comparison(**base, ci_low=float("nan"), ci_high=float("nan"), outcome=INCONCLUSIVE, why=why)
     weights = draws if draws is not None else hour_draws(hours, replicates, block_hours, seed)
     differences = np.concatenate([

@@ -98,11 +98,13 @@ class VolatilityModelConfig(dg.Config):
 
 
 def ranking_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     from crypto_assets.ml.evidence import average_precision
 
-    if truth.sum() == 0 or truth.sum() == len(truth):
+    if truth.sum() == 0 or truth.sum() == len(truth) or not np.isfinite(scores).all():
+        # Undefined: no contrast, or scores that are not numbers (the no_nan_scores gate says which).
         return {"pr_auc": float("nan"), "roc_auc": float("nan")}
     return {"pr_auc": float(average_precision(truth, scores)), "roc_auc": float(roc_auc_score(truth, scores))}
 
