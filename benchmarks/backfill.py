@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         events = len(instance.all_logs(result.run_id))
         stages = _stage_times(instance, result.run_id)
     if database_url:
-        _drop_database(database_url)
+        instance_setup.drop_database(database_url)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = resources["warehouse"].query("SELECT count(*) AS n FROM features.coin_features")["n"].iloc[0]
 
@@ -121,21 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             "coins": args.coins, "instance": args.instance, "success": result.success, "stages": stages,
         }))
     return 0 if result.success else 1
-
-
-def _drop_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    conn = psycopg2.connect(dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
-    finally:
-        conn.close()
 
 
 if __name__ == "__main__":

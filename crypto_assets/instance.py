@@ -118,6 +118,22 @@ def ensure_database(url: str, timeout_s: int = 5) -> None:
         conn.close()
 
 
+def drop_database(url: str) -> None:
+    """Drop the URL's database (throwaway databases of tests and benchmarks), closing its sessions."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg2.connect(dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port)
+    try:
+        conn.autocommit = True  # DROP DATABASE cannot run inside a transaction
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
+    finally:
+        conn.close()
+
+
 def prepare_home(home: Path, deployment: str | None = None) -> Path:
     """Write the deployment's dagster.yaml into ``home`` and create the instance's storage once."""
     deployment = deployment or current_deployment()

@@ -67,14 +67,19 @@ def prepared_database(tmp_path_factory) -> Path:
     return path
 
 
+def private_copy(database: Path, folder: Path) -> Warehouse:
+    """A copy of a database built once per session, for one test to write to."""
+    import shutil
+
+    copy = folder / "warehouse.duckdb"
+    shutil.copy(database, copy)
+    return Warehouse(database=str(copy))
+
+
 @pytest.fixture
 def prepared_warehouse(prepared_database: Path, tmp_path: Path) -> Warehouse:
     """A private copy of the prepared database, safe to write to."""
-    import shutil
-
-    copy = tmp_path / "warehouse.duckdb"
-    shutil.copy(prepared_database, copy)
-    return Warehouse(database=str(copy))
+    return private_copy(prepared_database, tmp_path)
 
 
 # --- the production instance: Dagster storage on PostgreSQL ---------------------------------------
@@ -97,10 +102,6 @@ def _postgres_server_url() -> str:
 @pytest.fixture
 def postgres_url(monkeypatch) -> str:
     """A new, empty PostgreSQL database for one test (dropped afterwards), also set as DAGSTER_PG_URL."""
-    import psycopg2
-    from psycopg2 import sql
-    from sqlalchemy.engine import make_url
-
     from crypto_assets import instance as instance_setup
 
     server = _postgres_server_url()
@@ -108,14 +109,7 @@ def postgres_url(monkeypatch) -> str:
     instance_setup.ensure_database(url)
     monkeypatch.setenv(instance_setup.PG_URL_ENV, url)
     yield url
-    parsed = make_url(url)
-    conn = psycopg2.connect(dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
-    finally:
-        conn.close()
+    instance_setup.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

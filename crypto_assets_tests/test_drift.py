@@ -1,7 +1,6 @@
 """Feature drift: like with like, thresholds calibrated on the reference, a dataset-level rule; and the retraining sensor."""
 
 import json
-import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from crypto_assets.resources import MarketSource
 from crypto_assets.sensors import DRIFT_COOLDOWN_ENV, TRIGGER_TAG, drift_cooldown_hours, drift_retraining_sensor
 from crypto_assets.warehouse import Warehouse
 
-from .conftest import range_tags
+from .conftest import private_copy, range_tags
 
 DAY = "2026-03-17"
 
@@ -43,9 +42,7 @@ def market_database(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def market(market_database: Path, tmp_path: Path) -> Warehouse:
-    copy = tmp_path / "warehouse.duckdb"
-    shutil.copy(market_database, copy)
-    return Warehouse(database=str(copy))
+    return private_copy(market_database, tmp_path)
 
 
 def materialize_drift(warehouse, instance, day=DAY, tags=None, **config):
