@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         result = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
-            instance=instance, resources=resources, raise_on_error=False,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
             tags=partition_range_tags(START.isoformat(), last.isoformat()),
         )
         wall = time.perf_counter() - began
@@ -107,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = resources["warehouse"].query("SELECT count(*) AS n FROM features.coin_features")["n"].iloc[0]
 
-    print(f"\nsingle-run backfill: {args.days} days x {args.coins} coins from {START}, synthetic market, "
-          f"instance {args.instance}, {rows:,} feature rows, run {'succeeded' if result.success else 'FAILED'}")
+    print(
+        f"\nsingle-run backfill: {args.days} days x {args.coins} coins from {START}, synthetic market, "
+        f"instance {args.instance}, {rows:,} feature rows, run {'succeeded' if result.success else 'FAILED'}"
+    )
     print(f"{'stage':<20}{'wall s':>9}{'work s':>9}{'bookkeeping s':>15}")
     for stage in STAGES:
         s = stages.get(stage, {"wall_s": float("nan"), "work_s": float("nan"), "bookkeeping_s": float("nan")})
@@ -116,10 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run (total)':<20}{wall:>9.2f}")
     print(f"events written: {events:,}   peak RSS: {peak_rss_mb:,.0f} MB")
     if args.json:
-        print(json.dumps({
-            "wall_s": round(wall, 2), "events": events, "peak_rss_mb": round(peak_rss_mb, 1), "days": args.days,
-            "coins": args.coins, "instance": args.instance, "success": result.success, "stages": stages,
-        }))
+        print(
+            json.dumps(
+                {
+                    "wall_s": round(wall, 2),
+                    "events": events,
+                    "peak_rss_mb": round(peak_rss_mb, 1),
+                    "days": args.days,
+                    "coins": args.coins,
+                    "instance": args.instance,
+                    "success": result.success,
+                    "stages": stages,
+                }
+            )
+        )
     return 0 if result.success else 1
 
 

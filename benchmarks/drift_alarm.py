@@ -49,40 +49,76 @@ def main(argv: list[str] | None = None) -> int:
     from crypto_assets.warehouse import Warehouse
 
     def run(market: SyntheticMarketConfig, days: list[date]) -> list[dict]:
-        resources = {"warehouse": Warehouse(database=str(Path(tempfile.mkdtemp()) / "drift.duckdb")),
-                     "market_source": MarketSource(synthetic=market)}
+        resources = {
+            "warehouse": Warehouse(database=str(Path(tempfile.mkdtemp()) / "drift.duckdb")),
+            "market_source": MarketSource(synthetic=market),
+        }
         rows = []
         with dg.DagsterInstance.ephemeral() as instance:
-            ingested = dg.materialize([ingestion.market_snapshots, features.coin_features], instance=instance, resources=resources,
-                                      tags=partition_range_tags(data_start.isoformat(), days[-1].isoformat()), raise_on_error=False)
+            ingested = dg.materialize(
+                [ingestion.market_snapshots, features.coin_features],
+                instance=instance,
+                resources=resources,
+                tags=partition_range_tags(data_start.isoformat(), days[-1].isoformat()),
+                raise_on_error=False,
+            )
             if not ingested.success:
                 sys.exit("ingestion failed; see the log above")
             for day in days:
-                result = dg.materialize([drift.feature_drift], instance=instance, resources=resources, partition_key=day.isoformat())
+                result = dg.materialize(
+                    [drift.feature_drift], instance=instance, resources=resources, partition_key=day.isoformat()
+                )
                 meta = result.asset_materializations_for_node("feature_drift")[0].metadata
-                rows.append({"day": day.isoformat(), "drift_share": meta[drift.DRIFT_SHARE_METADATA_KEY].value,
-                             "drifted": meta["drifted_features"].value, "features": meta["features_compared"].value,
-                             "alarm": meta[drift.DRIFT_DETECTED_METADATA_KEY].value})
+                rows.append(
+                    {
+                        "day": day.isoformat(),
+                        "drift_share": meta[drift.DRIFT_SHARE_METADATA_KEY].value,
+                        "drifted": meta["drifted_features"].value,
+                        "features": meta["features_compared"].value,
+                        "alarm": meta[drift.DRIFT_DETECTED_METADATA_KEY].value,
+                    }
+                )
         return rows
 
-    stable = run(SyntheticMarketConfig(universe_size=args.coins), [first + timedelta(days=i) for i in range(args.stable_days)])
-    shifted_market = SyntheticMarketConfig(universe_size=args.coins, regime_shift_at=f"{shift_day.isoformat()}T00:00",
-                                           regime_shift_coins=args.shift_coins, regime_shift_multiplier=args.shift_multiplier)
+    stable = run(
+        SyntheticMarketConfig(universe_size=args.coins), [first + timedelta(days=i) for i in range(args.stable_days)]
+    )
+    shifted_market = SyntheticMarketConfig(
+        universe_size=args.coins,
+        regime_shift_at=f"{shift_day.isoformat()}T00:00",
+        regime_shift_coins=args.shift_coins,
+        regime_shift_multiplier=args.shift_multiplier,
+    )
     shifted = run(shifted_market, [shift_day + timedelta(days=i) for i in range(args.shift_days)])
 
-    print(f"\nfeature_drift, default DriftConfig, {args.coins} synthetic coins; shift from {shift_day} 00:00 UTC: "
-          f"{args.shift_coins} coins x{args.shift_multiplier:g} volatility")
+    print(
+        f"\nfeature_drift, default DriftConfig, {args.coins} synthetic coins; shift from {shift_day} 00:00 UTC: "
+        f"{args.shift_coins} coins x{args.shift_multiplier:g} volatility"
+    )
     print(f"{'market':<10}{'day':<12}{'drift share':>12}{'drifted':>9}{'alarm':>7}")
     for market, rows in (("stable", stable), ("shifted", shifted)):
         for r in rows:
-            print(f"{market:<10}{r['day']:<12}{r['drift_share']:>12.3f}{r['drifted']:>5}/{r['features']:<3}{'YES' if r['alarm'] else '-':>7}")
+            print(
+                f"{market:<10}{r['day']:<12}{r['drift_share']:>12.3f}{r['drifted']:>5}/{r['features']:<3}{'YES' if r['alarm'] else '-':>7}"
+            )
     false_alarms = sum(r["alarm"] for r in stable)
     detected_after = next((i + 1 for i, r in enumerate(shifted) if r["alarm"]), None)
-    print(f"stable market: alarm on {false_alarms} of {len(stable)} days; shift detected "
-          + (f"on day {detected_after} after it began" if detected_after else f"not within {len(shifted)} days"))
+    print(
+        f"stable market: alarm on {false_alarms} of {len(stable)} days; shift detected "
+        + (f"on day {detected_after} after it began" if detected_after else f"not within {len(shifted)} days")
+    )
     if args.json:
-        print(json.dumps({"stable_days": len(stable), "false_alarm_days": false_alarms, "shift_detected_after_days": detected_after,
-                          "stable": stable, "shifted": shifted}))
+        print(
+            json.dumps(
+                {
+                    "stable_days": len(stable),
+                    "false_alarm_days": false_alarms,
+                    "shift_detected_after_days": detected_after,
+                    "stable": stable,
+                    "shifted": shifted,
+                }
+            )
+        )
     return 0
 
 

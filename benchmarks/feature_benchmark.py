@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -35,7 +35,7 @@ from crypto_assets.market.universe import default_universe
 from crypto_assets.resources import SyntheticMarketConfig
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
-START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+START = datetime(2025, 1, 1, tzinfo=UTC)
 SEED = 7
 RTOL = 1e-9
 ATOL = 1e-12
@@ -72,12 +72,14 @@ def compare(sql: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         scale = np.maximum(np.abs(a), np.abs(b))
         both = ~np.isnan(a) & ~np.isnan(b) & (scale > 0)
         difference = np.abs(a[both] - b[both])
-        rows.append({
-            "column": column,
-            "max_rel_diff": float((difference / scale[both]).max()) if difference.size else 0.0,
-            "max_abs_diff": float(difference.max()) if difference.size else 0.0,
-            "mismatches": int((~close).sum()),
-        })
+        rows.append(
+            {
+                "column": column,
+                "max_rel_diff": float((difference / scale[both]).max()) if difference.size else 0.0,
+                "max_abs_diff": float(difference.max()) if difference.size else 0.0,
+                "mismatches": int((~close).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30, help="days of hourly data")
     parser.add_argument("--coins", type=int, default=20, help="coins in the universe (up to 1000)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each implementation; the median is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs of each implementation; the median is reported"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
     if args.days < 1 or args.repeat < 1:
@@ -104,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     batch = synthetic_window(default_universe(args.coins), SEED, START, end, SyntheticMarketConfig().anomaly_rate)
     snapshots = batch.snapshots
-    print(f"synthetic market: {args.coins} coins x {args.days} days from {START:%Y-%m-%d} UTC, seed {SEED}: "
-          f"{len(snapshots):,} snapshot rows ({time.perf_counter() - began:.1f} s to generate)")
+    print(
+        f"synthetic market: {args.coins} coins x {args.days} days from {START:%Y-%m-%d} UTC, seed {SEED}: "
+        f"{len(snapshots):,} snapshot rows ({time.perf_counter() - began:.1f} s to generate)"
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         warehouse = Warehouse(database=str(Path(folder) / "benchmark.duckdb"))
@@ -117,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = len(sql)
     print(f"feature rows: {rows:,} ({len(sql.columns)} columns); median of {args.repeat} run(s)")
-    for name, seconds in [("DuckDB SQL (reads the DuckDB file)", sql_seconds), ("pandas (snapshots in memory, no I/O)", pandas_seconds)]:
+    for name, seconds in [
+        ("DuckDB SQL (reads the DuckDB file)", sql_seconds),
+        ("pandas (snapshots in memory, no I/O)", pandas_seconds),
+    ]:
         median = statistics.median(seconds)
         runs = ", ".join(f"{s:.2f}" for s in seconds)
         print(f"  {name:38s} {median:9.2f} s {rows / median:12,.0f} rows/s   runs: {runs}")
@@ -125,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
     agreement = compare(sql, reference)
     print(f"\nagreement, rtol={RTOL:g} atol={ATOL:g}, NaN equal to NaN:")
-    print(agreement.to_string(index=False, formatters={"max_rel_diff": "{:.2e}".format, "max_abs_diff": "{:.2e}".format}))
+    print(
+        agreement.to_string(index=False, formatters={"max_rel_diff": "{:.2e}".format, "max_abs_diff": "{:.2e}".format})
+    )
     failed = agreement[agreement["mismatches"] > 0]
     if not failed.empty:
         print(f"\nDISAGREEMENT in {len(failed)} column(s): {', '.join(failed['column'])}")
@@ -133,9 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nall {len(agreement)} value columns agree")
     if args.json:
         sql_s, pandas_s = statistics.median(sql_seconds), statistics.median(pandas_seconds)
-        print(json.dumps({"days": args.days, "coins": args.coins, "rows": rows, "sql_s": round(sql_s, 3),
-                          "pandas_s": round(pandas_s, 3), "pandas_over_sql": round(pandas_s / sql_s, 3),
-                          "columns_disagreeing": len(failed)}))
+        print(
+            json.dumps(
+                {
+                    "days": args.days,
+                    "coins": args.coins,
+                    "rows": rows,
+                    "sql_s": round(sql_s, 3),
+                    "pandas_s": round(pandas_s, 3),
+                    "pandas_over_sql": round(pandas_s / sql_s, 3),
+                    "columns_disagreeing": len(failed),
+                }
+            )
+        )
     return 1 if not failed.empty else 0
 
 

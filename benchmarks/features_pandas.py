@@ -177,7 +177,9 @@ def _coin_features(coin: pd.DataFrame) -> pd.DataFrame:
             "momentum_12h": (price - price_12h_ago) / sma_24,
             "roc_12h": 100 * (price / price_12h_ago - 1),
             "volume_zscore_24h": volume_zscore_24h,
-            "volume_zscore_168h": _ratio(log_volume - _before_now(log_volume, 168).mean(), _window(log_volume, 1, 168).std(axis=1)),
+            "volume_zscore_168h": _ratio(
+                log_volume - _before_now(log_volume, 168).mean(), _window(log_volume, 1, 168).std(axis=1)
+            ),
             "volume_vs_median_168h": log_volume - _window(log_volume, 1, 168).median(axis=1),
             "volume_without_move": volume_zscore_24h - ret_zscore.abs(),
             "unchanged_volume_6h": _count(log_volume == _hours_ago(log_volume, 1), 6),
@@ -232,7 +234,9 @@ def pandas_features(snapshots: pd.DataFrame, start: datetime, end: datetime) -> 
     out["market_volume_vs_24h_ago"] = by_hour["volume_vs_24h_ago"].transform("mean")
     # The largest coin's value (DuckDB's arg_max: among the rows that have one).
     candidates = out[out["rv_6h_vs_p90_168h"].notna() & out["size"].notna()]
-    leader = candidates.loc[candidates.groupby("partition_hour")["size"].idxmax(), ["partition_hour", "rv_6h_vs_p90_168h"]]
+    leader = candidates.loc[
+        candidates.groupby("partition_hour")["size"].idxmax(), ["partition_hour", "rv_6h_vs_p90_168h"]
+    ]
     out["leader_rv_6h_vs_p90_168h"] = out["partition_hour"].map(leader.set_index("partition_hour")["rv_6h_vs_p90_168h"])
     out["ret_1h_rank"] = _percent_rank(out, "ret_1h")
     out["volume_rank"] = _percent_rank(out, "volume_quote")

@@ -44,7 +44,8 @@ def summarize(rows: list[dict]) -> dict:
             continue
         mean = sum(r["pr_auc"] for r in mine) / len(mine)
         summary = {
-            "pr_auc": round(mean, 4), "days": len(mine),
+            "pr_auc": round(mean, 4),
+            "days": len(mine),
             "promote_share": round(sum(r["promote"] for r in mine) / len(mine), 3),
             "positives_mean": round(sum(r["positives"] for r in mine) / len(mine), 1),
             "positives_min": min(r["positives"] for r in mine),
@@ -53,7 +54,8 @@ def summarize(rows: list[dict]) -> dict:
         for baseline in baselines:
             other = sum(r[f"{baseline}_pr_auc"] for r in mine) / len(mine)
             summary["baselines"][baseline] = {
-                "pr_auc": round(other, 4), "ratio": round(mean / other, 3) if other else None,
+                "pr_auc": round(other, 4),
+                "ratio": round(mean / other, 3) if other else None,
                 "days_ahead": sum(r["pr_auc"] > r[f"{baseline}_pr_auc"] for r in mine),
                 "days_credibly_ahead": sum(r[f"{baseline}_ci_low"] > 0 for r in mine),
             }
@@ -67,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default="2026-09-01", help="first evaluated split day (YYYY-MM-DD)")
     parser.add_argument("--days", type=int, default=20, help="how many split days to evaluate")
     parser.add_argument("--every", type=int, default=1, help="days between evaluated split days")
-    parser.add_argument("--evaluation-days", type=int, default=7, help="days of each split's walk-forward evaluation window")
-    parser.add_argument("--history-days", type=int, default=None,
-                        help="days of data before the first split day (default: the longest train_days, the window and the feature lookback)")
+    parser.add_argument(
+        "--evaluation-days", type=int, default=7, help="days of each split's walk-forward evaluation window"
+    )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=None,
+        help="days of data before the first split day (default: the longest train_days, the window and the feature lookback)",
+    )
     parser.add_argument("--coins", type=int, default=20, help="synthetic universe size")
     parser.add_argument("--csv-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "market"))
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
@@ -92,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     from crypto_assets.warehouse import Warehouse
 
     days = [first_day + timedelta(days=i * args.every) for i in range(args.days)]
-    source = (MarketSource(kind="csv", csv=CsvMarketConfig(paths=[args.csv_path])) if args.source == "csv"
-              else MarketSource(synthetic=SyntheticMarketConfig(universe_size=args.coins)))
+    source = (
+        MarketSource(kind="csv", csv=CsvMarketConfig(paths=[args.csv_path]))
+        if args.source == "csv"
+        else MarketSource(synthetic=SyntheticMarketConfig(universe_size=args.coins))
+    )
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
     resources = {"warehouse": Warehouse(database=str(database)), "market_source": source}
     split_config = {"ops": {"training_splits": {"config": {"evaluation_days": args.evaluation_days}}}}
@@ -101,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.ephemeral() as instance:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
-            instance=instance, resources=resources, raise_on_error=False,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
             tags=partition_range_tags(data_start.isoformat(), (days[-1] + timedelta(days=1)).isoformat()),
         )
         if not hourly.success:
@@ -111,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
             # Blocking gates may fail a run; the evaluation is still recorded, which is all we read.
             result = dg.materialize(
                 [splits.training_splits, *candidates.candidate_assets, *evaluations.evaluation_assets],
-                instance=instance, resources=resources, partition_key=key, raise_on_error=False, run_config=split_config,
+                instance=instance,
+                resources=resources,
+                partition_key=key,
+                raise_on_error=False,
+                run_config=split_config,
             )
             for name, baselines in BASELINES.items():
                 found = result.asset_materializations_for_node(f"{name}_evaluation")
                 meta = found[0].metadata if found else {}
                 row = {
-                    "day": key, "model": name, "pr_auc": _value(meta, "candidate_pr_auc"),
+                    "day": key,
+                    "model": name,
+                    "pr_auc": _value(meta, "candidate_pr_auc"),
                     "positives": int(_value(meta, "evaluation_positives", 0)),
                     "promote": _value(meta, "gates_failed", "missing") == "none",
                     "gates_failed": _value(meta, "gates_failed", "not evaluated"),
@@ -128,22 +147,39 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{baseline}_ci_low"] = float(ci.strip("[]").split(",")[0])
                 rows.append(row)
 
-    print(f"\nsource={args.source}, split days {days[0]} .. {days[-1]} every {args.every} day(s), "
-          f"walk-forward window {args.evaluation_days} days, no champion (each day judged on its own)")
-    print(f"{'day':<12}{'model':<18}{'PR-AUC':>8}  {'baselines: PR-AUC (CI low of the difference)':<52}{'positives':>10}  promote")
+    print(
+        f"\nsource={args.source}, split days {days[0]} .. {days[-1]} every {args.every} day(s), "
+        f"walk-forward window {args.evaluation_days} days, no champion (each day judged on its own)"
+    )
+    print(
+        f"{'day':<12}{'model':<18}{'PR-AUC':>8}  {'baselines: PR-AUC (CI low of the difference)':<52}{'positives':>10}  promote"
+    )
     for r in rows:
         others = "  ".join(f"{b} {r[f'{b}_pr_auc']:.3f} ({r[f'{b}_ci_low']:+.3f})" for b in BASELINES[r["model"]])
         verdict = "yes" if r["promote"] else f"no: {r['gates_failed']}"
         print(f"{r['day']:<12}{r['model']:<18}{r['pr_auc']:>8.3f}  {others:<52}{r['positives']:>10}  {verdict}")
     summary = summarize(rows)
     for name, s in summary.items():
-        ratios = ", ".join(f"{b} {v['pr_auc']:.3f} ({v['ratio']}x, ahead {v['days_ahead']}/{s['days']}, credibly {v['days_credibly_ahead']})"
-                           for b, v in s["baselines"].items())
-        print(f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
-              f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}")
+        ratios = ", ".join(
+            f"{b} {v['pr_auc']:.3f} ({v['ratio']}x, ahead {v['days_ahead']}/{s['days']}, credibly {v['days_credibly_ahead']})"
+            for b, v in s["baselines"].items()
+        )
+        print(
+            f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
+            f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}"
+        )
     if args.json:
-        print(json.dumps({"source": args.source, "start": args.start, "every": args.every,
-                          "evaluation_days": args.evaluation_days, "models": summary}))
+        print(
+            json.dumps(
+                {
+                    "source": args.source,
+                    "start": args.start,
+                    "every": args.every,
+                    "evaluation_days": args.evaluation_days,
+                    "models": summary,
+                }
+            )
+        )
     return 0
 
 

@@ -50,8 +50,12 @@ def measure(grain: str, days: int, instance_kind: str) -> dict:
     keys = keys[:count]
 
     def make(i: int):
-        @dg.asset(name=f"stage_{i}", partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-                  deps=[f"stage_{i - 1}"] if i else [])
+        @dg.asset(
+            name=f"stage_{i}",
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            deps=[f"stage_{i - 1}"] if i else [],
+        )
         def _stage():
             return dg.MaterializeResult(metadata={"rows": 1})
 
@@ -60,20 +64,28 @@ def measure(grain: str, days: int, instance_kind: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="grain-"))
     deployment = "prod" if instance_kind == "postgres" else "local"
     if deployment == "prod":
-        os.environ[instance_setup.PG_URL_ENV] = instance_setup.postgres_url().rsplit("/", 1)[0] + f"/grain_{uuid.uuid4().hex[:12]}"
+        os.environ[instance_setup.PG_URL_ENV] = (
+            instance_setup.postgres_url().rsplit("/", 1)[0] + f"/grain_{uuid.uuid4().hex[:12]}"
+        )
     home = instance_setup.prepare_home(folder / "home", deployment)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         began = time.perf_counter()
-        result = dg.materialize([make(i) for i in range(ASSETS)], instance=instance,
-                                tags=partition_range_tags(keys[0], keys[-1]))
+        result = dg.materialize(
+            [make(i) for i in range(ASSETS)], instance=instance, tags=partition_range_tags(keys[0], keys[-1])
+        )
         wall = time.perf_counter() - began
         events = len(instance.all_logs(result.run_id))
     if deployment == "prod":
         from benchmarks.backfill import _drop_database
 
         _drop_database(os.environ[instance_setup.PG_URL_ENV])
-    return {"grain": grain, "partitions": len(keys), "wall_s": round(wall, 2), "events": events,
-            "ms_per_event": round(1000 * wall / events, 1)}
+    return {
+        "grain": grain,
+        "partitions": len(keys),
+        "wall_s": round(wall, 2),
+        "events": events,
+        "ms_per_event": round(1000 * wall / events, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,18 +102,34 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for setting in SETTINGS:
         child = subprocess.run(
-            [sys.executable, "-m", "benchmarks.partition_grain", "--grain", args.grain, "--days", str(args.days),
-             "--instance", args.instance, "--one"],
-            env={**os.environ, **setting}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.partition_grain",
+                "--grain",
+                args.grain,
+                "--days",
+                str(args.days),
+                "--instance",
+                args.instance,
+                "--one",
+            ],
+            env={**os.environ, **setting},
+            capture_output=True,
+            text=True,
         )
         if child.returncode != 0:
             sys.exit(f"measurement failed: {child.stderr[-2000:]}")
         rows.append({**json.loads(child.stdout.strip().splitlines()[-1]), **setting})
-    print(f"\n{args.grain} partitions, {args.days} days, {ASSETS} assets, one run, instance {args.instance}, no data work")
+    print(
+        f"\n{args.grain} partitions, {args.days} days, {ASSETS} assets, one run, instance {args.instance}, no data work"
+    )
     print(f"{'planned subset':>15}{'batch size':>11}{'partitions':>11}{'wall s':>9}{'events':>8}{'ms/event':>10}")
     for r in rows:
-        print(f"{r['DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS']:>15}{r['DAGSTER_EVENT_BATCH_SIZE']:>11}"
-              f"{r['partitions']:>11}{r['wall_s']:>9.1f}{r['events']:>8}{r['ms_per_event']:>10.1f}")
+        print(
+            f"{r['DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS']:>15}{r['DAGSTER_EVENT_BATCH_SIZE']:>11}"
+            f"{r['partitions']:>11}{r['wall_s']:>9.1f}{r['events']:>8}{r['ms_per_event']:>10.1f}"
+        )
     if args.json:
         print(json.dumps({"grain": args.grain, "days": args.days, "instance": args.instance, "runs": rows}))
     return 0

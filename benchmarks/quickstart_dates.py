@@ -43,11 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     for day in dates:
         folder = Path(tempfile.mkdtemp(prefix=f"quickstart-{day}-"))
         home = prepare_home(folder / "dagster_home", "local")
-        env = {**os.environ, "DAGSTER_HOME": str(home), "CRYPTO_ASSETS_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
-               "CRYPTO_ASSETS_REPORTS_DIR": str(folder / "reports"), "DAGSTER_DEPLOYMENT": "local",
-               "CRYPTO_ASSETS_SOURCE": "synthetic", "CRYPTO_ASSETS_PARTITIONS_START": (day - timedelta(days=120)).isoformat()}
-        run = subprocess.run([sys.executable, "-m", "crypto_assets.quickstart", "--as-of", f"{day.isoformat()}T10:05:00"],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "CRYPTO_ASSETS_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
+            "CRYPTO_ASSETS_REPORTS_DIR": str(folder / "reports"),
+            "DAGSTER_DEPLOYMENT": "local",
+            "CRYPTO_ASSETS_SOURCE": "synthetic",
+            "CRYPTO_ASSETS_PARTITIONS_START": (day - timedelta(days=120)).isoformat(),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "crypto_assets.quickstart", "--as-of", f"{day.isoformat()}T10:05:00"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         (folder / "quickstart.log").write_text(run.stdout + run.stderr)
         timing = re.search(r"quickstart materializations done in ([0-9.]+)s", run.stdout)
         seconds = float(timing.group(1)) if timing else float("nan")
@@ -55,23 +66,51 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("anomaly_detector", "volatility_model"):
                 decisions = registry.promotion_events(conn, name)
                 last_decision = decisions[-1] if decisions else None
-                rows.append({
-                    "date": day.isoformat(), "model": name, "seconds": seconds, "exit": run.returncode,
-                    "promoted": bool(last_decision and last_decision["outcome"] == "promoted" and last_decision["trigger"] == "sensor"),
-                    "reason": last_decision["reason"] if last_decision else f"no decision (exit {run.returncode}, log {folder / 'quickstart.log'})",
-                })
-    print(f"\nquickstart replayed as of {len(dates)} dates, {dates[0]} .. {dates[-1]} every {args.every} days (10:05 UTC)")
+                rows.append(
+                    {
+                        "date": day.isoformat(),
+                        "model": name,
+                        "seconds": seconds,
+                        "exit": run.returncode,
+                        "promoted": bool(
+                            last_decision
+                            and last_decision["outcome"] == "promoted"
+                            and last_decision["trigger"] == "sensor"
+                        ),
+                        "reason": last_decision["reason"]
+                        if last_decision
+                        else f"no decision (exit {run.returncode}, log {folder / 'quickstart.log'})",
+                    }
+                )
+    print(
+        f"\nquickstart replayed as of {len(dates)} dates, {dates[0]} .. {dates[-1]} every {args.every} days (10:05 UTC)"
+    )
     print(f"{'date':<12}{'model':<18}{'promoted':>9}{'quickstart s':>13}  reason")
     for r in rows:
-        print(f"{r['date']:<12}{r['model']:<18}{'yes' if r['promoted'] else 'NO':>9}{r['seconds']:>13.1f}  {r['reason'][:150]}")
+        print(
+            f"{r['date']:<12}{r['model']:<18}{'yes' if r['promoted'] else 'NO':>9}{r['seconds']:>13.1f}  {r['reason'][:150]}"
+        )
     both = [d.isoformat() for d in dates if all(r["promoted"] for r in rows if r["date"] == d.isoformat())]
     seconds = sorted(r["seconds"] for r in rows[::2])
-    print(f"both champions promoted by their gates on {len(both)} of {len(dates)} dates; quickstart materializations "
-          f"median {seconds[len(seconds) // 2]:.1f}s (min {seconds[0]:.1f}, max {seconds[-1]:.1f})")
+    print(
+        f"both champions promoted by their gates on {len(both)} of {len(dates)} dates; quickstart materializations "
+        f"median {seconds[len(seconds) // 2]:.1f}s (min {seconds[0]:.1f}, max {seconds[-1]:.1f})"
+    )
     if args.json:
-        print(json.dumps({"dates": len(dates), "both_promoted": len(both),
-                          "promoted": {m: sum(r["promoted"] for r in rows if r["model"] == m) for m in ("anomaly_detector", "volatility_model")},
-                          "quickstart_seconds_median": seconds[len(seconds) // 2], "quickstart_seconds_max": seconds[-1]}))
+        print(
+            json.dumps(
+                {
+                    "dates": len(dates),
+                    "both_promoted": len(both),
+                    "promoted": {
+                        m: sum(r["promoted"] for r in rows if r["model"] == m)
+                        for m in ("anomaly_detector", "volatility_model")
+                    },
+                    "quickstart_seconds_median": seconds[len(seconds) // 2],
+                    "quickstart_seconds_max": seconds[-1],
+                }
+            )
+        )
     return 0
 
 

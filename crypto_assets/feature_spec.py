@@ -91,9 +91,16 @@ VOLATILITY_MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in ("dow
 # reversals, volume without a move, stale feeds, ranges out of proportion.
 # Moves are taken relative to the market, so a market-wide storm is not an anomaly of every coin.
 ANOMALY_DETECTOR_FEATURES = [
-    "ret_robust_z_168h", "max_abs_ret_zscore_6h", "reversal_1h", "ret_1h_vs_market_zscore",
-    "unchanged_price_6h", "unchanged_volume_6h", "volume_zscore_vs_market", "volume_vs_median_168h",
-    "volume_without_move", "hl_range_vs_median_168h",
+    "ret_robust_z_168h",
+    "max_abs_ret_zscore_6h",
+    "reversal_1h",
+    "ret_1h_vs_market_zscore",
+    "unchanged_price_6h",
+    "unchanged_volume_6h",
+    "volume_zscore_vs_market",
+    "volume_vs_median_168h",
+    "volume_without_move",
+    "hl_range_vs_median_168h",
 ]
 # The HAR baseline (Corsi 2009): hourly, 6-hour, daily and weekly realized volatility components.
 HAR_FEATURES = ["rv_1h_vs_p90_168h", "rv_6h_vs_p90_168h", "rv_24h_vs_p90_168h", "rv_168h_vs_p90_168h"]

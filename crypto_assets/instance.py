@@ -70,7 +70,9 @@ def postgres_url(url: str | None = None) -> str:
     try:
         parsed = make_url(raw)
     except ArgumentError:
-        raise InstanceSetupError(f"{PG_URL_ENV} is not a database URL (expected {PG_DRIVER}://user@host:5432/db)") from None
+        raise InstanceSetupError(
+            f"{PG_URL_ENV} is not a database URL (expected {PG_DRIVER}://user@host:5432/db)"
+        ) from None
     if parsed.drivername != PG_DRIVER:
         raise InstanceSetupError(
             f"{PG_URL_ENV} must name the psycopg2 driver ({PG_DRIVER}://...), got a {parsed.drivername!r} URL: "
@@ -98,8 +100,12 @@ def ensure_database(url: str, timeout_s: int = 5) -> None:
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     try:
         conn = psycopg2.connect(
-            dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host,
-            port=parsed.port, connect_timeout=timeout_s,
+            dbname="postgres",
+            user=parsed.username,
+            password=parsed.password,
+            host=parsed.host,
+            port=parsed.port,
+            connect_timeout=timeout_s,
         )
     except psycopg2.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -125,7 +131,9 @@ def drop_database(url: str) -> None:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    conn = psycopg2.connect(dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port)
+    conn = psycopg2.connect(
+        dbname="postgres", user=parsed.username, password=parsed.password, host=parsed.host, port=parsed.port
+    )
     try:
         conn.autocommit = True  # DROP DATABASE cannot run inside a transaction
         with conn.cursor() as cursor:
@@ -153,9 +161,15 @@ def prepare_home(home: Path, deployment: str | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", default=os.environ.get("DAGSTER_HOME") or str(PROJECT_ROOT / ".local" / "dagster_home"))
+    parser.add_argument(
+        "--home", default=os.environ.get("DAGSTER_HOME") or str(PROJECT_ROOT / ".local" / "dagster_home")
+    )
     parser.add_argument("--deployment", choices=DEPLOYMENTS, default=None, help=f"default: ${DEPLOYMENT_ENV} or local")
-    parser.add_argument("--print-env", action="store_true", help="print `export` lines for the Dagster settings the environment lacks, and stop")
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print `export` lines for the Dagster settings the environment lacks, and stop",
+    )
     args = parser.parse_args(argv)
     if args.print_env:
         for name, value in DAGSTER_ENV_DEFAULTS.items():
@@ -165,7 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         home = prepare_home(Path(args.home), args.deployment)
     except InstanceSetupError as exc:
         raise SystemExit(f"crypto_assets.instance: {exc}") from None
-    storage = redacted(os.environ[PG_URL_ENV]) if (args.deployment or current_deployment()) == "prod" else "SQLite files in DAGSTER_HOME"
+    storage = (
+        redacted(os.environ[PG_URL_ENV])
+        if (args.deployment or current_deployment()) == "prod"
+        else "SQLite files in DAGSTER_HOME"
+    )
     print(f"Dagster instance ready in {home} ({storage})")
 
 

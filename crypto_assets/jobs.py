@@ -1,6 +1,6 @@
 """Jobs and schedules: what runs, and when."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -30,7 +30,7 @@ daily_training_job = dg.define_asset_job(
 
 def day_of(hour: datetime) -> str:
     """The daily partition key holding ``hour`` (UTC)."""
-    return hour.astimezone(timezone.utc).strftime(DAY_FMT)
+    return hour.astimezone(UTC).strftime(DAY_FMT)
 
 
 def _hour_run(context: dg.ScheduleEvaluationContext, hours_back: int) -> dg.RunRequest:
@@ -40,7 +40,9 @@ def _hour_run(context: dg.ScheduleEvaluationContext, hours_back: int) -> dg.RunR
     (the day) is the same for 24 ticks.
     """
     tick_hour = context.scheduled_execution_time.replace(minute=0, second=0, microsecond=0)
-    return dg.RunRequest(run_key=f"{tick_hour:%Y-%m-%dT%H:%M}", partition_key=day_of(tick_hour - timedelta(hours=hours_back)))
+    return dg.RunRequest(
+        run_key=f"{tick_hour:%Y-%m-%dT%H:%M}", partition_key=day_of(tick_hour - timedelta(hours=hours_back))
+    )
 
 
 @dg.schedule(job=hourly_ingest_and_score_job, cron_schedule="5 * * * *", execution_timezone="UTC")

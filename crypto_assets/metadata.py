@@ -11,7 +11,9 @@ if TYPE_CHECKING:  # only for annotations: imported where used, so the code loca
 
 
 def column_schema(columns: list[tuple[str, str, str]]) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, duck_type, description) for name, duck_type, description in columns])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, duck_type, description) for name, duck_type, description in columns]
+    )
 
 
 def markdown_preview(frame: pd.DataFrame, limit: int = 10) -> dg.MarkdownMetadataValue:
@@ -23,6 +25,7 @@ def markdown_preview(frame: pd.DataFrame, limit: int = 10) -> dg.MarkdownMetadat
 
 def count_table(counts: dict[str, int], key: str, value: str = "rows") -> dg.MarkdownMetadataValue:
     import pandas as pd
+
     if not counts:
         return dg.MetadataValue.md("_none_")
     frame = pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, value])

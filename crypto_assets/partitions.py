@@ -15,7 +15,7 @@ The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``YYYY-MM-DD`
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -38,8 +38,8 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), t
 
 def current_hour(now: datetime | None = None) -> datetime:
     """The start of the hour in progress (UTC): hours before it have ended."""
-    now = now or datetime.now(timezone.utc)
-    return now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def observed_window(window: dg.TimeWindow, now: datetime | None = None) -> tuple[datetime, datetime]:

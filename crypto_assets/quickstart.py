@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -20,7 +20,7 @@ DEFAULT_DAYS = 70
 
 
 def last_complete_day(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return (now - timedelta(days=1)).strftime(DAY_FMT)
 
 
@@ -28,12 +28,20 @@ def recent_days(days: int, now: datetime | None = None) -> tuple[str, str]:
     """First and last daily partition keys: the ``days`` complete days before today, and today so far."""
     if days < 1:
         raise ValueError(f"--days must be at least 1, got {days}")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     first = max(now - timedelta(days=days), daily_data_partitions.start)
     return first.strftime(DAY_FMT), now.strftime(DAY_FMT)
 
 
-def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, label: str, *, allow_failure: bool = False, **kwargs):
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    label: str,
+    *,
+    allow_failure: bool = False,
+    **kwargs,
+):
     started = time.monotonic()
     result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
     status = "succeeded" if result.success else "FAILED"
@@ -49,7 +57,7 @@ def run_range(defs: dg.Definitions, job_name: str, first: str, last: str, instan
 
 def populate(defs: dg.Definitions, instance: dg.DagsterInstance, days: int, now: datetime | None = None) -> None:
     """The quickstart's runs, as of ``now`` (default: the clock): ingest, label, train, promote, score."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     first_day, today = recent_days(days, now)
     # 1. snapshots and features for the whole window (nothing to score with yet), then labels.
     run_range(defs, "hourly_ingest_and_score_job", first_day, today, instance)
@@ -61,8 +69,14 @@ def populate(defs: dg.Definitions, instance: dg.DagsterInstance, days: int, now:
     # 3. what the promotion sensor does on its next tick.
     requests, _ = promotion_run_requests(instance, {})
     for request in requests:
-        run_job(defs, request.job_name, instance, request.tags["crypto_assets/model"],
-                run_config=request.run_config, tags=request.tags)
+        run_job(
+            defs,
+            request.job_name,
+            instance,
+            request.tags["crypto_assets/model"],
+            run_config=request.run_config,
+            tags=request.tags,
+        )
     # 4. score yesterday and today with the champions (and the latest candidates in shadow), and
     #    join the forecasts with their outcomes.
     run_range(defs, "hourly_ingest_and_score_job", day, today, instance)
@@ -72,14 +86,20 @@ def populate(defs: dg.Definitions, instance: dg.DagsterInstance, days: int, now:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--days", type=int, default=DEFAULT_DAYS,
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
         help=f"how many complete days before today to materialize (default {DEFAULT_DAYS}: the volatility model's 60 days of "
-             "training history before the first of the 7 evaluated days)",
+        "training history before the first of the 7 evaluated days)",
     )
-    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
-                        help="replay as if it were this UTC time (benchmarks/quickstart_dates.py); default: now")
+    parser.add_argument(
+        "--as-of",
+        type=datetime.fromisoformat,
+        default=None,
+        help="replay as if it were this UTC time (benchmarks/quickstart_dates.py); default: now",
+    )
     args = parser.parse_args(argv)
-    as_of = args.as_of and (args.as_of if args.as_of.tzinfo else args.as_of.replace(tzinfo=timezone.utc))
+    as_of = args.as_of and (args.as_of if args.as_of.tzinfo else args.as_of.replace(tzinfo=UTC))
 
     from crypto_assets.definitions import defs
 

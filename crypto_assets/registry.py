@@ -16,9 +16,9 @@ import json
 import pickle
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -61,6 +61,7 @@ class Lineage:
 
     def as_metadata(self) -> dict[str, str | int]:
         """Flat, printable values for the Dagster UI (no None)."""
+
         def text(value) -> str | int:
             if value is None:
                 return "unknown"
@@ -97,12 +98,55 @@ _VERSION_COLUMNS = (
 
 
 def _row_to_version(row) -> ModelVersion:
-    (name, vid, number, created, run_id, split_id, params, features, spec, metrics, sha,
-     train_start, train_end, train_rows, train_positives, frame_sha, eval_start, eval_end, eval_rows, eval_positives) = row
-    lineage = Lineage(split_id, spec, train_start, train_end, train_rows, train_positives, frame_sha,
-                      eval_start, eval_end, eval_rows, eval_positives)
-    return ModelVersion(name, vid, number, created, run_id, split_id, json.loads(params or "{}"),
-                        json.loads(features or "[]"), spec, json.loads(metrics or "{}"), sha, lineage)
+    (
+        name,
+        vid,
+        number,
+        created,
+        run_id,
+        split_id,
+        params,
+        features,
+        spec,
+        metrics,
+        sha,
+        train_start,
+        train_end,
+        train_rows,
+        train_positives,
+        frame_sha,
+        eval_start,
+        eval_end,
+        eval_rows,
+        eval_positives,
+    ) = row
+    lineage = Lineage(
+        split_id,
+        spec,
+        train_start,
+        train_end,
+        train_rows,
+        train_positives,
+        frame_sha,
+        eval_start,
+        eval_end,
+        eval_rows,
+        eval_positives,
+    )
+    return ModelVersion(
+        name,
+        vid,
+        number,
+        created,
+        run_id,
+        split_id,
+        json.loads(params or "{}"),
+        json.loads(features or "[]"),
+        spec,
+        json.loads(metrics or "{}"),
+        sha,
+        lineage,
+    )
 
 
 def sha256(data: bytes) -> str:
@@ -139,19 +183,30 @@ def register_version(
     """
     artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     values = {
-        "model_name": model_name, "run_id": run_id, "split_id": split_id,
-        "params": json.dumps(params, sort_keys=True, default=str), "features": json.dumps(features),
-        "feature_spec_version": feature_spec_version, "train_start": train_start and utc_naive(train_start),
-        "train_end": train_end and utc_naive(train_end), "train_rows": train_rows, "holdout_rows": holdout_rows,
-        "metrics": json.dumps(metrics, sort_keys=True), "artifact": artifact, "artifact_sha256": sha256(artifact),
-        "train_positives": train_positives, "training_frame_sha256": training_frame_sha256,
+        "model_name": model_name,
+        "run_id": run_id,
+        "split_id": split_id,
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "features": json.dumps(features),
+        "feature_spec_version": feature_spec_version,
+        "train_start": train_start and utc_naive(train_start),
+        "train_end": train_end and utc_naive(train_end),
+        "train_rows": train_rows,
+        "holdout_rows": holdout_rows,
+        "metrics": json.dumps(metrics, sort_keys=True),
+        "artifact": artifact,
+        "artifact_sha256": sha256(artifact),
+        "train_positives": train_positives,
+        "training_frame_sha256": training_frame_sha256,
         "evaluation_start": evaluation_start and utc_naive(evaluation_start),
-        "evaluation_end": evaluation_end and utc_naive(evaluation_end), "evaluation_positives": evaluation_positives,
-        "created_at": utc_naive(datetime.now(timezone.utc)),
+        "evaluation_end": evaluation_end and utc_naive(evaluation_end),
+        "evaluation_positives": evaluation_positives,
+        "created_at": utc_naive(datetime.now(UTC)),
     }
     with transaction(conn):
         number = conn.execute(
-            "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?", [model_name]
+            "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?",
+            [model_name],
         ).fetchone()[0]
         values.update(version_id=f"v{number}", version_number=number)
         conn.execute(
@@ -170,7 +225,9 @@ def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) ->
         raise RegistryError(
             f"version specifier {specifier!r} is not valid: use 'champion', 'latest', 'latest-N' or a version id like 'v3'"
         )
-    count = conn.execute("SELECT count(*) FROM registry.model_versions WHERE model_name = ?", [model_name]).fetchone()[0]
+    count = conn.execute("SELECT count(*) FROM registry.model_versions WHERE model_name = ?", [model_name]).fetchone()[
+        0
+    ]
     if count == 0:
         raise RegistryError(f"model {model_name!r} has no versions in the registry")
     spec = match.group(1)
@@ -186,7 +243,9 @@ def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) ->
     if spec.startswith("latest"):
         back = int(match.group(2) or 0)
         if back >= count:
-            raise RegistryError(f"{spec!r} is out of range: model {model_name!r} has {count} version(s), so at most latest-{count - 1}")
+            raise RegistryError(
+                f"{spec!r} is out of range: model {model_name!r} has {count} version(s), so at most latest-{count - 1}"
+            )
         row = conn.execute(
             f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions WHERE model_name = ? "
             "ORDER BY version_number DESC LIMIT 1 OFFSET ?",
@@ -256,11 +315,18 @@ def record_decision(
         raise ValueError(f"unknown outcome {outcome!r}")
     if not reason.strip():
         raise ValueError("a promotion decision needs a reason")
-    now = utc_naive(datetime.now(timezone.utc))
+    now = utc_naive(datetime.now(UTC))
     event = {
-        "event_id": uuid.uuid4().hex, "model_name": model_name, "from_version": expected_from,
-        "to_version": to_version if outcome != "refused" else expected_from, "outcome": outcome, "trigger": trigger,
-        "reason": reason, "gate_results": json.dumps(gate_results or {}, sort_keys=True), "run_id": run_id, "created_at": now,
+        "event_id": uuid.uuid4().hex,
+        "model_name": model_name,
+        "from_version": expected_from,
+        "to_version": to_version if outcome != "refused" else expected_from,
+        "outcome": outcome,
+        "trigger": trigger,
+        "reason": reason,
+        "gate_results": json.dumps(gate_results or {}, sort_keys=True),
+        "run_id": run_id,
+        "created_at": now,
     }
     with transaction(conn):
         current = conn.execute(
@@ -280,7 +346,9 @@ def record_decision(
                 [model_name, CHAMPION, to_version, now],
             )
         conn.execute(
-            "INSERT INTO registry.promotion_events BY NAME SELECT * FROM (SELECT " + ", ".join(f"? AS {k}" for k in event) + ")",
+            "INSERT INTO registry.promotion_events BY NAME SELECT * FROM (SELECT "
+            + ", ".join(f"? AS {k}" for k in event)
+            + ")",
             list(event.values()),
         )
     return event

@@ -51,10 +51,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--directory", type=Path, default=None, help="default: CRYPTO_ASSETS_REPORTS_DIR or .local/reports")
+    parser.add_argument(
+        "--directory", type=Path, default=None, help="default: CRYPTO_ASSETS_REPORTS_DIR or .local/reports"
+    )
     args = parser.parse_args(argv)
     server = serve(args.directory or reports_dir(), args.port)
-    print(f"serving drift reports from {args.directory or reports_dir()} on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    print(
+        f"serving drift reports from {args.directory or reports_dir()} on http://127.0.0.1:{server.server_address[1]}",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ variables override single settings:
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
@@ -31,12 +31,19 @@ DEFAULT_CSV_PATHS = ["../shared/data/market"]
 class SyntheticMarketConfig(dg.Config):
     seed: int = Field(default=7, description="Random seed: the same seed and hour always give the same rows.")
     universe_size: int = Field(default=20, ge=1, le=1000, description="Number of coins to simulate.")
-    anomaly_rate: float = Field(default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
-    regime_shift_at: str | None = Field(
-        default=None, description="Testing drift: from this hour (UTC, ISO like 2026-03-01T12:00) on, the first regime_shift_coins coins are more volatile."
+    anomaly_rate: float = Field(
+        default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly."
     )
-    regime_shift_coins: int = Field(default=5, ge=1, le=1000, description="How many coins (in universe order) the regime shift affects.")
-    regime_shift_multiplier: float = Field(default=2.0, gt=0.0, le=100.0, description="Volatility multiplier of the regime shift.")
+    regime_shift_at: str | None = Field(
+        default=None,
+        description="Testing drift: from this hour (UTC, ISO like 2026-03-01T12:00) on, the first regime_shift_coins coins are more volatile.",
+    )
+    regime_shift_coins: int = Field(
+        default=5, ge=1, le=1000, description="How many coins (in universe order) the regime shift affects."
+    )
+    regime_shift_multiplier: float = Field(
+        default=2.0, gt=0.0, le=100.0, description="Volatility multiplier of the regime shift."
+    )
 
     @field_validator("regime_shift_at")
     @classmethod
@@ -45,7 +52,9 @@ class SyntheticMarketConfig(dg.Config):
             try:
                 at = datetime.fromisoformat(value)
             except ValueError:
-                raise ValueError(f"regime_shift_at must be an ISO date and hour like 2026-03-01T12:00, got {value!r}") from None
+                raise ValueError(
+                    f"regime_shift_at must be an ISO date and hour like 2026-03-01T12:00, got {value!r}"
+                ) from None
             if (at.minute, at.second, at.microsecond) != (0, 0, 0):
                 raise ValueError(f"regime_shift_at must be on the hour, got {value!r}")
         return value
@@ -56,11 +65,15 @@ class SyntheticMarketConfig(dg.Config):
         if self.regime_shift_at is None:
             return None
         at = datetime.fromisoformat(self.regime_shift_at)
-        return RegimeShift(at if at.tzinfo else at.replace(tzinfo=timezone.utc), self.regime_shift_coins, self.regime_shift_multiplier)
+        return RegimeShift(
+            at if at.tzinfo else at.replace(tzinfo=UTC), self.regime_shift_coins, self.regime_shift_multiplier
+        )
 
 
 class CoinGeckoMarketConfig(dg.Config):
-    base_url: str = Field(default="https://api.coingecko.com/api/v3", description="API root; the pro plan uses pro-api.coingecko.com.")
+    base_url: str = Field(
+        default="https://api.coingecko.com/api/v3", description="API root; the pro plan uses pro-api.coingecko.com."
+    )
     api_key: str | None = Field(default=None, description="Set from the COINGECKO_API_KEY environment variable only.")
     api_plan: Literal["demo", "pro"] = Field(default="demo", description="Which API key header to send.")
     coin_ids: list[str] = Field(default_factory=list, description="Coins to ingest; empty means the default 20.")
@@ -70,9 +83,13 @@ class CoinGeckoMarketConfig(dg.Config):
 
 
 class CsvMarketConfig(dg.Config):
-    paths: list[str] = Field(default_factory=lambda: list(DEFAULT_CSV_PATHS), description="CSV/Parquet files or folders to replay.")
+    paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CSV_PATHS), description="CSV/Parquet files or folders to replay."
+    )
     inject_anomalies: bool = Field(default=True, description="Inject labeled anomalies into the replayed prices.")
-    anomaly_rate: float = Field(default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly.")
+    anomaly_rate: float = Field(
+        default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly."
+    )
     seed: int = Field(default=7, description="Seed of the injected anomalies.")
 
 
@@ -105,7 +122,9 @@ class MarketSource(dg.ConfigurableResource):
             from crypto_assets.market.universe import default_universe
 
             cfg = self.synthetic
-            return synthetic_window(default_universe(cfg.universe_size), cfg.seed, start, end, cfg.anomaly_rate, cfg.regime_shift())
+            return synthetic_window(
+                default_universe(cfg.universe_size), cfg.seed, start, end, cfg.anomaly_rate, cfg.regime_shift()
+            )
         if self.kind == "coingecko":
             from crypto_assets.market.coingecko import CoinGeckoClient, CoinGeckoSettings, fetch_coingecko_window
 
@@ -136,7 +155,13 @@ def _inject_into_replay(batch: SourceBatch, seed: int, rate: float) -> SourceBat
     altered, truth = inject_anomalies(batch.snapshots, seed=seed, rate=rate, source="csv")
     truth = truth.assign(partition_hour=truth["observed_at"].dt.floor("h"))
     stats = {**batch.stats, "anomalous_rows": len(truth)}
-    return SourceBatch(conform(altered, SNAPSHOT_COLUMNS), batch.quarantine, conform(truth, GROUND_TRUTH_COLUMNS), stats, batch.warnings)
+    return SourceBatch(
+        conform(altered, SNAPSHOT_COLUMNS),
+        batch.quarantine,
+        conform(truth, GROUND_TRUTH_COLUMNS),
+        stats,
+        batch.warnings,
+    )
 
 
 def default_database_path() -> str:

@@ -17,12 +17,12 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from crypto_assets.assets.promotion import champion_gate_job, promotion_run_requests
 from crypto_assets.assets.drift import DRIFT_DETECTED_METADATA_KEY, DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
+from crypto_assets.assets.promotion import champion_gate_job, promotion_run_requests
 from crypto_assets.run_tags import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 TRIGGER_TAG = "crypto_assets/trigger"
@@ -71,11 +71,13 @@ class DriftCursor:
             ) from None
 
     def dumps(self) -> str:
-        return json.dumps({"last_storage_id": self.last_storage_id, "last_request_ts": self.last_request_ts}, sort_keys=True)
+        return json.dumps(
+            {"last_storage_id": self.last_storage_id, "last_request_ts": self.last_request_ts}, sort_keys=True
+        )
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _metadata(record, key: str):
@@ -89,7 +91,9 @@ def _from_drift_run(instance: dg.DagsterInstance, record) -> bool:
     return run is not None and run.tags.get(TRIGGER_TAG) == DRIFT_TRIGGER
 
 
-def evaluate_drift(instance: dg.DagsterInstance, cursor: str | None, *, now: float, cooldown_hours: float) -> dg.SensorResult:
+def evaluate_drift(
+    instance: dg.DagsterInstance, cursor: str | None, *, now: float, cooldown_hours: float
+) -> dg.SensorResult:
     """The sensor's decision, with the clock and settings passed in so tests can control them."""
     state = DriftCursor.parse(cursor)
     records = instance.fetch_materializations(
@@ -108,9 +112,14 @@ def evaluate_drift(instance: dg.DagsterInstance, cursor: str | None, *, now: flo
     latest = next((r for r in ordered if not _from_drift_run(instance, r)), None)
     if latest is None:
         return dg.SensorResult(
-            skip_reason="New feature_drift materializations all come from drift-triggered runs.", cursor=consumed.dumps()
+            skip_reason="New feature_drift materializations all come from drift-triggered runs.",
+            cursor=consumed.dumps(),
         )
-    day, detected, share = latest.partition_key, _metadata(latest, DRIFT_DETECTED_METADATA_KEY), _metadata(latest, DRIFT_SHARE_METADATA_KEY)
+    day, detected, share = (
+        latest.partition_key,
+        _metadata(latest, DRIFT_DETECTED_METADATA_KEY),
+        _metadata(latest, DRIFT_SHARE_METADATA_KEY),
+    )
     if not isinstance(detected, bool) or not isinstance(share, (int, float)):
         return dg.SensorResult(
             skip_reason=f"Latest feature_drift materialization ({day}) has no {DRIFT_DETECTED_METADATA_KEY!r} metadata.",
@@ -209,7 +218,9 @@ def post_alert(url: str, message: dict, timeout_s: float = 5.0) -> None:
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     error = context.failure_event.message if context.failure_event else None
     message = alert_message(context.dagster_run, error)
-    context.log.error(f"{message['text']} (run {message['run_id']}, partition {message['partition'] or '-'}): {message['error']}")
+    context.log.error(
+        f"{message['text']} (run {message['run_id']}, partition {message['partition'] or '-'}): {message['error']}"
+    )
     url = os.environ.get(ALERT_WEBHOOK_ENV)
     if url:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,9 +47,17 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             "ALTER TABLE IF EXISTS serving.model_scores ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'champion'",
             "ALTER TABLE IF EXISTS serving.prediction_outcomes ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'champion'",
             "ALTER TABLE IF EXISTS serving.prediction_outcomes ADD COLUMN IF NOT EXISTS live BOOLEAN DEFAULT false",
-            *(f"ALTER TABLE IF EXISTS ml.drift_summaries ADD COLUMN IF NOT EXISTS {c}" for c in (
-                "reference_start TIMESTAMP", "reference_end TIMESTAMP", "current_start TIMESTAMP",
-                "current_end TIMESTAMP", "drift_detected BOOLEAN", "rule VARCHAR")),
+            *(
+                f"ALTER TABLE IF EXISTS ml.drift_summaries ADD COLUMN IF NOT EXISTS {c}"
+                for c in (
+                    "reference_start TIMESTAMP",
+                    "reference_end TIMESTAMP",
+                    "current_start TIMESTAMP",
+                    "current_end TIMESTAMP",
+                    "drift_detected BOOLEAN",
+                    "rule VARCHAR",
+                )
+            ),
         ],
     ),
 }
@@ -96,7 +104,9 @@ class Warehouse(DuckDBResource):
         if self.database != ":memory:":
             folder = Path(self.database).expanduser().resolve().parent
             if not folder.is_dir():
-                raise ValueError(f"warehouse.database: folder {folder} does not exist (database path {self.database!r})")
+                raise ValueError(
+                    f"warehouse.database: folder {folder} does not exist (database path {self.database!r})"
+                )
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
@@ -143,7 +153,9 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "") -> None:
         return
     with transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS meta")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta.layout_history (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL, note VARCHAR NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta.layout_history (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL, note VARCHAR NOT NULL)"
+        )
         notes = []
         for step in range(version or LAYOUT_VERSION, LAYOUT_VERSION):
             note, statements = MIGRATIONS[step]
@@ -154,7 +166,7 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "") -> None:
         sync_feature_columns(conn)
         conn.execute(
             "INSERT INTO meta.layout_history VALUES (?, ?, ?)",
-            [LAYOUT_VERSION, utc_naive(datetime.now(timezone.utc)), "; ".join(notes) if notes else "new file"],
+            [LAYOUT_VERSION, utc_naive(datetime.now(UTC)), "; ".join(notes) if notes else "new file"],
         )
 
 
@@ -166,9 +178,11 @@ def sync_feature_columns(conn: duckdb.DuckDBPyConnection) -> None:
     """
     from crypto_assets.feature_spec import feature_table_columns
 
-    found = dict(conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
-    ).fetchall())
+    found = dict(
+        conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
+        ).fetchall()
+    )
     wanted = {name: duck_type for name, duck_type, _ in feature_table_columns()}
     if found == wanted:
         return
@@ -232,7 +246,9 @@ def replace_window_with_query(
     """
     conn.execute(f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?", [utc_naive(start), utc_naive(end)])
     pieces = params if isinstance(params, list) else [params]
-    return sum(int(conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({query})", p).fetchone()[0]) for p in pieces)
+    return sum(
+        int(conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ({query})", p).fetchone()[0]) for p in pieces
+    )
 
 
 def query_frame(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None = None) -> pd.DataFrame:

@@ -55,14 +55,16 @@ def prepared_database(tmp_path_factory) -> Path:
     with dg.DagsterInstance.ephemeral() as inst:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
-            instance=inst, resources=resources, tags=range_tags(PREPARED_FIRST_DAY, PREPARED_LAST_DAY),
+            instance=inst,
+            resources=resources,
+            tags=range_tags(PREPARED_FIRST_DAY, PREPARED_LAST_DAY),
         )
         assert hourly.success
         for day in PREPARED_SPLITS:
-            assert dg.materialize([splits.training_splits], instance=inst, resources=resources, partition_key=day).success
-    anomalies = resources["warehouse"].query(
-        "SELECT split_id, anomaly_rows FROM ml.split_summaries ORDER BY split_id"
-    )
+            assert dg.materialize(
+                [splits.training_splits], instance=inst, resources=resources, partition_key=day
+            ).success
+    anomalies = resources["warehouse"].query("SELECT split_id, anomaly_rows FROM ml.split_summaries ORDER BY split_id")
     assert (anomalies["anomaly_rows"] >= 30).all(), f"too few injected anomalies to evaluate a detector: {anomalies}"
     return path
 
@@ -119,7 +121,9 @@ def instance_home(request, tmp_path) -> Path:
 
     if request.param == "postgres":
         request.getfixturevalue("postgres_url")
-    return instance_setup.prepare_home(tmp_path / f"dagster_home_{request.param}", "prod" if request.param == "postgres" else "local")
+    return instance_setup.prepare_home(
+        tmp_path / f"dagster_home_{request.param}", "prod" if request.param == "postgres" else "local"
+    )
 
 
 @pytest.fixture

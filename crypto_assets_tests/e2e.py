@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ def tail(path: Path, lines: int = 60) -> str:
 
 
 def yesterday(now: datetime | None = None) -> str:
-    return ((now or datetime.now(timezone.utc)) - timedelta(days=1)).strftime("%Y-%m-%d")
+    return ((now or datetime.now(UTC)) - timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 class ServerError(RuntimeError):
@@ -156,7 +156,11 @@ def populate(root: Path, env: dict[str, str], log_path: Path) -> float:
         try:
             result = subprocess.run(
                 [sys.executable, "-m", "crypto_assets.quickstart", "--days", str(quickstart_days())],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=QUICKSTART_TIMEOUT_S,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=QUICKSTART_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
             raise ServerError(f"quickstart did not finish in {QUICKSTART_TIMEOUT_S:.0f}s\n{tail(log_path)}") from None
@@ -175,11 +179,25 @@ def _default_sigint() -> None:
 def start_server(server: DagsterServer) -> None:
     """Start ``dagster dev`` in its own process group; return once the code location is loaded."""
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", "workspace.yaml", "-h", HOST, "-p", str(server.port)]
+    command = [
+        str(dagster) if dagster.exists() else "dagster",
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        HOST,
+        "-p",
+        str(server.port),
+    ]
     log = open(server.log_path, "wb")
     server.process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=server.env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_default_sigint,
+        command,
+        cwd=REPO_ROOT,
+        env=server.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     log.close()  # the child holds its own descriptor
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -267,7 +285,7 @@ WORKSPACE_QUERY = """
 def dagster_server(tmp_path_factory) -> DagsterServer:
     """A populated temporary instance served by ``dagster dev`` on 127.0.0.1 (see the module docstring)."""
     root = tmp_path_factory.mktemp("e2e")
-    partitions_start = (datetime.now(timezone.utc) - timedelta(days=PARTITIONS_START_DAYS_AGO)).strftime("%Y-%m-%d")
+    partitions_start = (datetime.now(UTC) - timedelta(days=PARTITIONS_START_DAYS_AGO)).strftime("%Y-%m-%d")
     server = DagsterServer(
         port=free_port(),
         root=root,
@@ -276,9 +294,9 @@ def dagster_server(tmp_path_factory) -> DagsterServer:
         log_path=root / "dagster_dev.log",
         quickstart_log_path=root / "quickstart.log",
     )
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     seconds = populate(root, server.env, server.quickstart_log_path)
-    server.populated = (started_at, datetime.now(timezone.utc))
+    server.populated = (started_at, datetime.now(UTC))
     print(f"\n[e2e] quickstart --days {quickstart_days()} into {root} took {seconds:.0f}s")
     started = time.monotonic()
     # HTTP clients in this process (requests, under DagsterGraphQLClient) must not proxy 127.0.0.1.

@@ -7,7 +7,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -35,7 +35,7 @@ from crypto_assets_tests.fake_coingecko import (
 )
 
 SECRET = "CG-SECRET-test-123"
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 T0_S = int(T0.timestamp())
 MARKETS = "/coins/markets"
 BTC_CHART = "/coins/bitcoin/market_chart/range"
@@ -96,7 +96,7 @@ def make_client(server: FakeCoinGecko, clock: FakeClock) -> Iterator[MakeClient]
 
 
 def naive_utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def expected_hours(coin_id: str, from_s: int, to_s: int) -> dict[datetime, dict[str, Any]]:
@@ -274,7 +274,11 @@ def test_no_key_sends_no_key_header(server: FakeCoinGecko, make_client: MakeClie
     ],
 )
 def test_429_then_success_honours_retry_after(
-    server: FakeCoinGecko, make_client: MakeClient, clock: FakeClock, retry_headers: dict[str, str], expected_sleep: float
+    server: FakeCoinGecko,
+    make_client: MakeClient,
+    clock: FakeClock,
+    retry_headers: dict[str, str],
+    expected_sleep: float,
 ) -> None:
     server.queue(MARKETS, [(429, retry_headers, RATE_LIMITED_BODY)])
     client = make_client()

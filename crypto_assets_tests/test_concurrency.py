@@ -32,8 +32,13 @@ TIMEOUT_S = 600
 
 def _dagster(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     dagster = str(Path(sys.executable).parent / "dagster")
-    return subprocess.Popen([dagster, *args, "-m", "crypto_assets.definitions"], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [dagster, *args, "-m", "crypto_assets.definitions"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_all(processes: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
@@ -58,11 +63,30 @@ def test_concurrent_runs_take_turns_on_the_warehouse_and_lose_nothing(prepared_d
     shutil.copy(prepared_database, database)
     env = _env(instance_home, database)
     runs = {
-        "ingest and score one day": ["job", "execute", "-j", "hourly_ingest_and_score_job", "--tags", f'{{"dagster/partition": "{DAY}"}}'],
-        "3-day single-run backfill": ["asset", "materialize", "--select", "group:ingestion,coin_features",
-                                      "--partition-range", f"{BACKFILL[0]}...{BACKFILL[1]}"],
-        "training": ["asset", "materialize", "--select", "training_splits,anomaly_detector_candidate,volatility_model_candidate",
-                     "--partition", TRAINING_DAY],
+        "ingest and score one day": [
+            "job",
+            "execute",
+            "-j",
+            "hourly_ingest_and_score_job",
+            "--tags",
+            f'{{"dagster/partition": "{DAY}"}}',
+        ],
+        "3-day single-run backfill": [
+            "asset",
+            "materialize",
+            "--select",
+            "group:ingestion,coin_features",
+            "--partition-range",
+            f"{BACKFILL[0]}...{BACKFILL[1]}",
+        ],
+        "training": [
+            "asset",
+            "materialize",
+            "--select",
+            "training_splits,anomaly_detector_candidate,volatility_model_candidate",
+            "--partition",
+            TRAINING_DAY,
+        ],
     }
     logs = {name: tmp_path / f"{i}.log" for i, name in enumerate(runs)}
     started = time.monotonic()
@@ -87,44 +111,59 @@ def test_concurrent_runs_take_turns_on_the_warehouse_and_lose_nothing(prepared_d
     assert counts.loc["snapshots", "n"] == counts.loc["snapshots", "keys"] == expected
     assert counts.loc["features", "n"] == counts.loc["features", "keys"] == expected
     versions = warehouse.query(
-        "SELECT model_name, count(*) AS n FROM registry.model_versions WHERE split_id = ? GROUP BY 1 ORDER BY 1", [TRAINING_DAY]
+        "SELECT model_name, count(*) AS n FROM registry.model_versions WHERE split_id = ? GROUP BY 1 ORDER BY 1",
+        [TRAINING_DAY],
     )
     assert versions.values.tolist() == [["anomaly_detector", 1], ["volatility_model", 1]]
-    print(f"\nconcurrency ({instance_home.name}): 3 runs overlapped, all succeeded, {expected} rows each exactly once, "
-          f"{time.monotonic() - started:.0f}s")
+    print(
+        f"\nconcurrency ({instance_home.name}): 3 runs overlapped, all succeeded, {expected} rows each exactly once, "
+        f"{time.monotonic() - started:.0f}s"
+    )
 
 
 def test_a_pool_slot_left_by_a_dead_run_does_not_block_command_line_backfills(instance_home, tmp_path):
     """Three overlapping CLI backfills on a new instance, one writer slot already held by a run that died."""
     with dg.DagsterInstance.from_config(str(instance_home)) as instance:
         instance.event_log_storage.set_concurrency_slots("duckdb_writer", 1)
-        claim = instance.event_log_storage.claim_concurrency_slot("duckdb_writer", "a-run-that-died", "market_snapshots")
+        claim = instance.event_log_storage.claim_concurrency_slot(
+            "duckdb_writer", "a-run-that-died", "market_snapshots"
+        )
         assert claim.is_claimed
     env = _env(instance_home, tmp_path / "warehouse.duckdb")
     ranges = [("2026-03-01", "2026-03-03"), ("2026-03-02", "2026-03-04"), ("2026-03-03", "2026-03-05")]
     logs = {f"{a}...{b}": tmp_path / f"{i}.log" for i, (a, b) in enumerate(ranges)}
     processes = {
-        name: _dagster(["asset", "materialize", "--select", "group:ingestion", "--partition-range", name], env, logs[name])
+        name: _dagster(
+            ["asset", "materialize", "--select", "group:ingestion", "--partition-range", name], env, logs[name]
+        )
         for name in logs
     }
     _wait_all(processes, logs)
-    rows = Warehouse(database=str(tmp_path / "warehouse.duckdb")).query(
-        "SELECT count(*) AS n, count(DISTINCT (coin_id, partition_hour)) AS keys FROM raw.market_snapshots"
-    ).iloc[0]
+    rows = (
+        Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+        .query("SELECT count(*) AS n, count(DISTINCT (coin_id, partition_hour)) AS keys FROM raw.market_snapshots")
+        .iloc[0]
+    )
     assert rows["n"] == rows["keys"] == 5 * 24 * 20
 
 
 def test_a_warehouse_held_too_long_is_a_clear_error_not_a_hang(tmp_path):
     database = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import time
             from crypto_assets.warehouse import Warehouse
             with Warehouse(database={str(database)!r}).connect():
                 print("HOLDING", flush=True)
                 time.sleep(60)
-        """)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "HOLDING"
@@ -166,8 +205,20 @@ KILLED_MID_WRITE = """
 
 def _run_partition(env: dict[str, str], database: Path, seed: int, stall: bool) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(KILLED_MID_WRITE), str(database), str(seed), "stall" if stall else "go", DAY],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(KILLED_MID_WRITE),
+            str(database),
+            str(seed),
+            "stall" if stall else "go",
+            DAY,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +26,7 @@ def unix_ms(hour: datetime) -> str:
 
 
 def utc(hour: datetime) -> datetime:
-    return hour.replace(tzinfo=timezone.utc)
+    return hour.replace(tzinfo=UTC)
 
 
 def unix_s(hour: datetime) -> str:
@@ -312,10 +312,16 @@ def test_unix_and_date_disagreeing_beyond_a_time_zone_is_quarantined(tmp_path: P
 
 @pytest.mark.parametrize(
     "replace, reason",
-    [(("100.50000000", "abc"), "non_numeric"), (("100.50000000", "NULL"), "missing_price"),
-     (("100.50000000", ""), "missing_price"), (("99.00000000", "nan"), "missing_price"),
-     (("1000.00000000", "1,2"), "extra_column"), (("1000.00000000,42", "1000"), "missing_column"),
-     (("1000.00000000", "x1000"), "non_numeric"), (("1000.00000000", "-5"), "negative_volume")],
+    [
+        (("100.50000000", "abc"), "non_numeric"),
+        (("100.50000000", "NULL"), "missing_price"),
+        (("100.50000000", ""), "missing_price"),
+        (("99.00000000", "nan"), "missing_price"),
+        (("1000.00000000", "1,2"), "extra_column"),
+        (("1000.00000000,42", "1000"), "missing_column"),
+        (("1000.00000000", "x1000"), "non_numeric"),
+        (("1000.00000000", "-5"), "negative_volume"),
+    ],
 )
 def test_bad_fields_are_quarantined(tmp_path: Path, replace: tuple[str, str], reason: str) -> None:
     line = candle(T0)  # close 100.5, low 99, volume_quote 1000, tradecount 42
@@ -375,8 +381,12 @@ def test_pair_comes_from_the_file_name_when_there_is_no_symbol_column(tmp_path: 
 def test_an_unreadable_file_is_reported_and_the_others_imported(tmp_path: Path) -> None:
     good = write(tmp_path, [candle(h) for h in hours(2)])
     nameless = write(tmp_path, [f"{T0:%Y-%m-%d %I-%p},100,101,99,100.5"], name="export.csv", header=CDD_NO_SYMBOL)
-    no_close = write(tmp_path, ["1623283200000,2021-06-10 00:00:00,ETH/USDT,1,2,0.5,3"], name="Binance_ETHUSDT_1h.csv",
-                     header="unix,date,symbol,open,high,low,Volume ETH")
+    no_close = write(
+        tmp_path,
+        ["1623283200000,2021-06-10 00:00:00,ETH/USDT,1,2,0.5,3"],
+        name="Binance_ETHUSDT_1h.csv",
+        header="unix,date,symbol,open,high,low,Volume ETH",
+    )
     snapshots, _, reports = load_market_files([str(tmp_path)])
     by_name = {Path(r.path).name: r for r in reports}
     assert set(by_name) == {good.name, nameless.name, no_close.name}  # the report lists every file
@@ -400,7 +410,9 @@ def test_blank_lines_are_not_records(tmp_path: Path) -> None:
 def test_missing_required_column_alone_raises_naming_it(tmp_path: Path) -> None:
     header = "unix,date,symbol,open,high,low,Volume BTC"  # no close
     path = write(tmp_path, ["1623283200000,2021-06-10 00:00:00,BTC/USDT,1,2,0.5,3"], header=header)
-    with pytest.raises(ValueError, match=r"no readable market file: Binance_BTCUSDT_1h\.csv.*missing required column\(s\): close"):
+    with pytest.raises(
+        ValueError, match=r"no readable market file: Binance_BTCUSDT_1h\.csv.*missing required column\(s\): close"
+    ):
         load_market_files([str(path)])
 
 
@@ -465,7 +477,9 @@ def check_plain(snapshots: pd.DataFrame, quarantine: pd.DataFrame) -> None:
         ["bitcoin", "BTC", 36100.0],
     ]
     assert snapshots["observed_at"].tolist() == [
-        datetime(2021, 6, 9, 20, 15), datetime(2021, 6, 9, 20, 15), datetime(2021, 6, 9, 21, 30)
+        datetime(2021, 6, 9, 20, 15),
+        datetime(2021, 6, 9, 20, 15),
+        datetime(2021, 6, 9, 21, 30),
     ]
     assert snapshots["partition_hour"].tolist() == [datetime(2021, 6, 9, 20)] * 2 + [datetime(2021, 6, 9, 21)]
     assert snapshots["open"].isna().all()
@@ -569,8 +583,16 @@ def test_windows_split_rows_and_quarantine_exactly_once(tmp_path: Path) -> None:
     for batch in batches:
         s = batch.stats
         assert s["rows_read"] == s["rows_kept"] + s["duplicates_removed"] + s["quarantined"]
-        assert set(s) == {"rows_read", "rows_kept", "duplicates_removed", "quarantined", "files", "files_unreadable",
-                          "rows_without_usable_volume", "date_disagrees_with_unix"}
+        assert set(s) == {
+            "rows_read",
+            "rows_kept",
+            "duplicates_removed",
+            "quarantined",
+            "files",
+            "files_unreadable",
+            "rows_without_usable_volume",
+            "date_disagrees_with_unix",
+        }
     # The timeless records (the short line and the garbled times) belong to the file's first hour.
     first = batches[1]
     assert first.quarantine["partition_hour"].isna().sum() == 2

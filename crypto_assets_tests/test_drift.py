@@ -34,9 +34,12 @@ def market_database(tmp_path_factory) -> Path:
     """Snapshots and features of the synthetic market, 2026-02-20 .. 2026-03-18, built once."""
     path = tmp_path_factory.mktemp("drift") / "warehouse.duckdb"
     with dg.DagsterInstance.ephemeral() as instance:
-        assert dg.materialize([ingestion.market_snapshots, features.coin_features], instance=instance,
-                              resources={"warehouse": Warehouse(database=str(path)), "market_source": MarketSource()},
-                              tags=range_tags("2026-02-20", "2026-03-18")).success
+        assert dg.materialize(
+            [ingestion.market_snapshots, features.coin_features],
+            instance=instance,
+            resources={"warehouse": Warehouse(database=str(path)), "market_source": MarketSource()},
+            tags=range_tags("2026-02-20", "2026-03-18"),
+        ).success
     return path
 
 
@@ -47,8 +50,13 @@ def market(market_database: Path, tmp_path: Path) -> Warehouse:
 
 def materialize_drift(warehouse, instance, day=DAY, tags=None, **config):
     return dg.materialize(
-        [drift.feature_drift], instance=instance, partition_key=day, resources={"warehouse": warehouse},
-        run_config=dg.RunConfig(ops={"feature_drift": drift.DriftConfig(**config)}), tags=tags, raise_on_error=False,
+        [drift.feature_drift],
+        instance=instance,
+        partition_key=day,
+        resources={"warehouse": warehouse},
+        run_config=dg.RunConfig(ops={"feature_drift": drift.DriftConfig(**config)}),
+        tags=tags,
+        raise_on_error=False,
     )
 
 
@@ -70,8 +78,12 @@ def freeze_the_feed(warehouse: Warehouse, day: str) -> None:
             [day, day],
         )
     with dg.DagsterInstance.ephemeral() as instance:
-        assert dg.materialize([features.coin_features], instance=instance, resources={"warehouse": warehouse},
-                              tags=range_tags(day, "2026-03-18")).success
+        assert dg.materialize(
+            [features.coin_features],
+            instance=instance,
+            resources={"warehouse": warehouse},
+            tags=range_tags(day, "2026-03-18"),
+        ).success
 
 
 def test_a_quiet_day_raises_no_alarm_and_records_both_windows(market, instance, reports):
@@ -85,7 +97,10 @@ def test_a_quiet_day_raises_no_alarm_and_records_both_windows(market, instance, 
     assert check.check_name == drift.DRIFT_CHECK and check.passed and check.severity == dg.AssetCheckSeverity.WARN
     summary = market.query("SELECT * FROM ml.drift_summaries WHERE split_id = ?", [DAY]).iloc[0]
     assert (summary["comparison"], str(summary["reference_start"]), str(summary["current_end"])) == (
-        drift.RECENT_VS_REFERENCE, "2026-03-03 00:00:00", "2026-03-18 00:00:00")
+        drift.RECENT_VS_REFERENCE,
+        "2026-03-03 00:00:00",
+        "2026-03-18 00:00:00",
+    )
     assert summary["drift_detected"] == False and "wasserstein above the largest reference day's" in summary["rule"]  # noqa: E712
     rows = market.query("SELECT * FROM ml.feature_drift WHERE split_id = ?", [DAY])
     assert sorted(rows["feature"]) == sorted(DRIFT_FEATURES) and (rows["stattest"] == "wasserstein").all()
@@ -102,28 +117,53 @@ def test_a_frozen_feed_is_drift_and_a_rerun_replaces_the_rows(market, instance):
     assert result.success  # the check only warns
     metadata = materialization_metadata(result)
     assert metadata[drift.DRIFT_DETECTED_METADATA_KEY].value is True
-    rows = market.query("SELECT feature, drift_score / threshold AS past FROM ml.feature_drift WHERE split_id = ? AND drifted", [DAY])
+    rows = market.query(
+        "SELECT feature, drift_score / threshold AS past FROM ml.feature_drift WHERE split_id = ? AND drifted", [DAY]
+    )
     assert {"unchanged_price_6h", "unchanged_volume_6h"} <= set(rows["feature"])
     # few features, but decisively: the stale-feed counters sit many times past anything the reference showed
     assert rows["past"].max() >= drift.DriftConfig().decisive_factor
     [check] = result.get_asset_check_evaluations()
     assert not check.passed
-    assert len(market.query("SELECT * FROM ml.drift_summaries WHERE split_id = ?", [DAY])) == 1  # replaced, not appended
+    assert (
+        len(market.query("SELECT * FROM ml.drift_summaries WHERE split_id = ?", [DAY])) == 1
+    )  # replaced, not appended
 
 
 def test_a_champion_is_compared_on_the_rows_it_was_trained_on(market, instance):
     with market.connect() as conn:
         version = registry.register_version(
-            conn, model_name="volatility_model", model={"stub": True}, split_id="2026-03-05", run_id=None, params={},
-            features=list(DRIFT_FEATURES), feature_spec_version=FEATURE_SPEC_VERSION, train_start=datetime(2026, 2, 26),
-            train_end=datetime(2026, 3, 6), train_rows=1, holdout_rows=1, metrics={},
+            conn,
+            model_name="volatility_model",
+            model={"stub": True},
+            split_id="2026-03-05",
+            run_id=None,
+            params={},
+            features=list(DRIFT_FEATURES),
+            feature_spec_version=FEATURE_SPEC_VERSION,
+            train_start=datetime(2026, 2, 26),
+            train_end=datetime(2026, 3, 6),
+            train_rows=1,
+            holdout_rows=1,
+            metrics={},
         )
-        registry.record_decision(conn, model_name="volatility_model", to_version=version.version_id, expected_from=None,
-                                 outcome="promoted", trigger="manual", reason="test", gate_results=None, run_id=None)
+        registry.record_decision(
+            conn,
+            model_name="volatility_model",
+            to_version=version.version_id,
+            expected_from=None,
+            outcome="promoted",
+            trigger="manual",
+            reason="test",
+            gate_results=None,
+            run_id=None,
+        )
     result = materialize_drift(market, instance)
     assert result.success
     comparison = f"{drift.CHAMPION_COMPARISON_PREFIX}volatility_model"
-    summaries = market.query("SELECT * FROM ml.drift_summaries WHERE split_id = ? ORDER BY comparison", [DAY]).set_index("comparison")
+    summaries = market.query(
+        "SELECT * FROM ml.drift_summaries WHERE split_id = ? ORDER BY comparison", [DAY]
+    ).set_index("comparison")
     assert sorted(summaries.index) == sorted([drift.RECENT_VS_REFERENCE, comparison])
     assert str(summaries.loc[comparison, "reference_start"]) == "2026-02-26 00:00:00"
     assert str(summaries.loc[comparison, "reference_end"]) == "2026-03-06 00:00:00"
@@ -144,23 +184,43 @@ def test_thresholds_are_calibrated_on_how_much_the_reference_days_differ():
     steady = rng.normal(size=len(hours))
     wandering = steady + np.repeat(rng.normal(scale=3.0, size=14), 24)  # each day sits at its own level
     reference = pd.DataFrame({"partition_hour": hours, "steady": steady, "wandering": wandering})
-    thresholds = drift.calibrated_thresholds(reference, ["steady", "wandering"], drift.DriftConfig(calibration_margin=1.0))
+    thresholds = drift.calibrated_thresholds(
+        reference, ["steady", "wandering"], drift.DriftConfig(calibration_margin=1.0)
+    )
     assert thresholds["wandering"] > 3 * thresholds["steady"]
     assert thresholds["steady"] >= drift.DriftConfig().feature_threshold
 
 
 def test_parse_drift_snapshot_handles_both_test_directions():
     def metric(mid, column, method, threshold, value):
-        return {"id": mid, "config": {"type": "evidently:metric_v2:ValueDrift", "column": column, "method": method, "threshold": threshold}, "value": value}
+        return {
+            "id": mid,
+            "config": {
+                "type": "evidently:metric_v2:ValueDrift",
+                "column": column,
+                "method": method,
+                "threshold": threshold,
+            },
+            "value": value,
+        }
 
     def test(mid, status):
-        return {"metric_config": {"metric_id": mid, "params": {"type": "evidently:metric_v2:ValueDrift"}}, "status": status}
+        return {
+            "metric_config": {"metric_id": mid, "params": {"type": "evidently:metric_v2:ValueDrift"}},
+            "status": status,
+        }
 
     snapshot = {
         "metrics": [
-            {"id": "c", "config": {"type": "evidently:metric_v2:DriftedColumnsCount"}, "value": {"count": 2.0, "share": 0.5}},
-            metric("a", "x", "K-S p_value", 0.05, 0.001), metric("b", "y", "Wasserstein distance (normed)", 0.1, 0.5),
-            metric("d", "z", "K-S p_value", 0.05, 0.7), metric("e", "w", "Wasserstein distance (normed)", 0.1, 0.01),
+            {
+                "id": "c",
+                "config": {"type": "evidently:metric_v2:DriftedColumnsCount"},
+                "value": {"count": 2.0, "share": 0.5},
+            },
+            metric("a", "x", "K-S p_value", 0.05, 0.001),
+            metric("b", "y", "Wasserstein distance (normed)", 0.1, 0.5),
+            metric("d", "z", "K-S p_value", 0.05, 0.7),
+            metric("e", "w", "Wasserstein distance (normed)", 0.1, 0.01),
         ],
         "tests": [test("a", "FAIL"), test("b", "FAIL"), test("d", "SUCCESS"), test("e", "SUCCESS")],
     }
@@ -173,11 +233,18 @@ def test_parse_drift_snapshot_handles_both_test_directions():
 
 
 def test_drift_config_and_report_names():
-    for bad in ({"drift_share_threshold": 0}, {"drift_share_threshold": 1.5}, {"per_feature_thresholds": {"no_such_feature": 1.0}},
-                {"method": "ks"}):
+    for bad in (
+        {"drift_share_threshold": 0},
+        {"drift_share_threshold": 1.5},
+        {"per_feature_thresholds": {"no_such_feature": 1.0}},
+        {"method": "ks"},
+    ):
         with pytest.raises(Exception):
             drift.DriftConfig(**bad)
-    assert drift.report_file_name("2026-03-10", "recent_vs_champion_training:m/1") == "feature_drift_2026-03-10_recent_vs_champion_training_m_1.html"
+    assert (
+        drift.report_file_name("2026-03-10", "recent_vs_champion_training:m/1")
+        == "feature_drift_2026-03-10_recent_vs_champion_training_m_1.html"
+    )
 
 
 # --- sensor -----------------------------------------------------------------------------------
@@ -190,10 +257,13 @@ def evaluate(instance, cursor):
 
 
 def report_drift(instance, day: str, detected: bool, share: float = 0.5) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key=drift.FEATURE_DRIFT_KEY, partition=day,
-        metadata={drift.DRIFT_DETECTED_METADATA_KEY: detected, drift.DRIFT_SHARE_METADATA_KEY: share},
-    ))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=drift.FEATURE_DRIFT_KEY,
+            partition=day,
+            metadata={drift.DRIFT_DETECTED_METADATA_KEY: detected, drift.DRIFT_SHARE_METADATA_KEY: share},
+        )
+    )
 
 
 def test_sensor_requests_retraining_on_detected_drift_at_most_once_per_cooldown(instance, monkeypatch):
@@ -229,9 +299,13 @@ def test_sensor_requests_retraining_on_detected_drift_at_most_once_per_cooldown(
 def test_sensor_ignores_materializations_of_runs_it_triggered(instance):
     @dg.asset(key=drift.FEATURE_DRIFT_KEY, partitions_def=daily_partitions)
     def stub_feature_drift():
-        return dg.MaterializeResult(metadata={drift.DRIFT_DETECTED_METADATA_KEY: True, drift.DRIFT_SHARE_METADATA_KEY: 0.9})
+        return dg.MaterializeResult(
+            metadata={drift.DRIFT_DETECTED_METADATA_KEY: True, drift.DRIFT_SHARE_METADATA_KEY: 0.9}
+        )
 
-    assert dg.materialize([stub_feature_drift], instance=instance, partition_key=DAY, tags={TRIGGER_TAG: "drift"}).success
+    assert dg.materialize(
+        [stub_feature_drift], instance=instance, partition_key=DAY, tags={TRIGGER_TAG: "drift"}
+    ).success
     result = evaluate(instance, None)
     assert not result.run_requests and "drift-triggered" in result.skip_reason.skip_message
     assert json.loads(result.cursor)["last_storage_id"] is not None

@@ -22,9 +22,13 @@ def test_average_precision_is_sklearns_with_ties_and_weights():
     scores = np.round(rng.random(3000) + 0.4 * truth, 2)  # rounded: many ties
     weights = rng.integers(0, 4, 3000).astype(float)
     assert evidence.average_precision(truth, scores) == pytest.approx(average_precision_score(truth, scores), abs=1e-12)
-    assert evidence.average_precision(truth, scores, weights) == pytest.approx(average_precision_score(truth, scores, sample_weight=weights), abs=1e-12)
+    assert evidence.average_precision(truth, scores, weights) == pytest.approx(
+        average_precision_score(truth, scores, sample_weight=weights), abs=1e-12
+    )
     both = evidence.average_precision(truth, scores, np.vstack([weights, np.ones(3000)]))
-    assert both == pytest.approx([average_precision_score(truth, scores, sample_weight=weights), average_precision_score(truth, scores)])
+    assert both == pytest.approx(
+        [average_precision_score(truth, scores, sample_weight=weights), average_precision_score(truth, scores)]
+    )
 
 
 def test_the_bootstrap_draws_whole_hours_in_blocks_of_consecutive_hours():
@@ -45,8 +49,16 @@ def test_a_candidate_identical_to_its_baseline_never_passes():
     truth, noise = _market()
     scores = noise + 2.0 * truth
     for margin in (0.0, 0.01):
-        result = evidence.compare(comparator="persistence", truth=truth, hours=HOURS, candidate_scores=scores,
-                                  other_scores=scores.copy(), margin=margin, min_positives=30, replicates=300)
+        result = evidence.compare(
+            comparator="persistence",
+            truth=truth,
+            hours=HOURS,
+            candidate_scores=scores,
+            other_scores=scores.copy(),
+            margin=margin,
+            min_positives=30,
+            replicates=300,
+        )
         assert result.difference == 0.0 and result.ci_low == 0.0 and result.ci_high == 0.0
         assert result.outcome == evidence.FAILED and "not above the margin" in result.why
 
@@ -55,14 +67,30 @@ def test_a_clearly_better_candidate_passes_with_an_interval_above_the_margin():
     truth, noise = _market(seed=2)
     weak = noise + 0.5 * truth
     strong = noise + 3.0 * truth
-    result = evidence.compare(comparator="har", truth=truth, hours=HOURS, candidate_scores=strong, other_scores=weak,
-                              margin=0.05, min_positives=30, replicates=500)
+    result = evidence.compare(
+        comparator="har",
+        truth=truth,
+        hours=HOURS,
+        candidate_scores=strong,
+        other_scores=weak,
+        margin=0.05,
+        min_positives=30,
+        replicates=500,
+    )
     assert result.outcome == evidence.PASSED
     assert result.ci_low > 0.05 and result.ci_low < result.difference < result.ci_high
     assert "90% CI [" in result.sentence() and "passed" in result.sentence()
     # and the other way round it fails
-    worse = evidence.compare(comparator="har", truth=truth, hours=HOURS, candidate_scores=weak, other_scores=strong,
-                             margin=0.0, min_positives=30, replicates=500)
+    worse = evidence.compare(
+        comparator="har",
+        truth=truth,
+        hours=HOURS,
+        candidate_scores=weak,
+        other_scores=strong,
+        margin=0.0,
+        min_positives=30,
+        replicates=500,
+    )
     assert worse.outcome == evidence.FAILED and worse.ci_high < 0
 
 
@@ -70,8 +98,15 @@ def test_too_few_positives_is_inconclusive_however_good_the_candidate_looks():
     truth = np.zeros(len(HOURS), dtype=bool)
     truth[[5, 500, 1000, 2000]] = True
     perfect = truth.astype(float)
-    result = evidence.compare(comparator="zscore", truth=truth, hours=HOURS, candidate_scores=perfect,
-                              other_scores=np.zeros(len(HOURS)), margin=0.0, min_positives=30)
+    result = evidence.compare(
+        comparator="zscore",
+        truth=truth,
+        hours=HOURS,
+        candidate_scores=perfect,
+        other_scores=np.zeros(len(HOURS)),
+        margin=0.0,
+        min_positives=30,
+    )
     assert result.outcome == evidence.INCONCLUSIVE
     assert result.candidate == 1.0 and np.isnan(result.ci_low)
     assert "4 positives, fewer than the 30 required" in result.why
@@ -80,8 +115,16 @@ def test_too_few_positives_is_inconclusive_however_good_the_candidate_looks():
 def test_a_draw_without_positives_cannot_pass_silently():
     truth = np.zeros(len(HOURS), dtype=bool)
     truth[HOURS < 3] = True  # all 60 positives in the first three hours: most resamples miss them
-    result = evidence.compare(comparator="zscore", truth=truth, hours=HOURS, candidate_scores=truth.astype(float),
-                              other_scores=np.zeros(len(HOURS)), margin=0.0, min_positives=30, replicates=200)
+    result = evidence.compare(
+        comparator="zscore",
+        truth=truth,
+        hours=HOURS,
+        candidate_scores=truth.astype(float),
+        other_scores=np.zeros(len(HOURS)),
+        margin=0.0,
+        min_positives=30,
+        replicates=200,
+    )
     assert result.outcome == evidence.INCONCLUSIVE and "drew no positive" in result.why
 
 
@@ -90,8 +133,16 @@ def test_rows_one_model_did_not_score_make_the_comparison_inconclusive():
     truth, noise = _market(seed=5)
     other = noise + 0.5 * truth
     other[:100] = np.nan
-    result = evidence.compare(comparator="champion", truth=truth, hours=HOURS, candidate_scores=noise + 3.0 * truth,
-                              other_scores=other, margin=0.0, min_positives=30, replicates=200)
+    result = evidence.compare(
+        comparator="champion",
+        truth=truth,
+        hours=HOURS,
+        candidate_scores=noise + 3.0 * truth,
+        other_scores=other,
+        margin=0.0,
+        min_positives=30,
+        replicates=200,
+    )
     assert result.outcome == evidence.INCONCLUSIVE and "100 of the rows have no score" in result.why
 
 

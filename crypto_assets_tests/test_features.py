@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import dagster as dg
@@ -64,18 +64,30 @@ def coin_rows(
     hours = list(range(len(prices))) if hours is None else list(hours)
     price = np.asarray(prices, dtype=float)
     at = [T0 + h * H for h in hours]
-    return pd.DataFrame({
-        "coin_id": coin_id, "symbol": coin_id.upper(), "observed_at": at, "partition_hour": at,
-        "price": price, "open": price, "high": price * 1.02, "low": price * 0.99,
-        "volume_quote": volumes, "source": "synthetic", "ingested_at": T0,
-    })
+    return pd.DataFrame(
+        {
+            "coin_id": coin_id,
+            "symbol": coin_id.upper(),
+            "observed_at": at,
+            "partition_hour": at,
+            "price": price,
+            "open": price,
+            "high": price * 1.02,
+            "low": price * 0.99,
+            "volume_quote": volumes,
+            "source": "synthetic",
+            "ingested_at": T0,
+        }
+    )
 
 
 def load(warehouse: Warehouse, *frames: pd.DataFrame) -> None:
     """Make ``frames`` the whole content of raw.market_snapshots."""
     rows = conform(pd.concat(frames, ignore_index=True), SNAPSHOT_COLUMNS)
     with warehouse.connect() as conn, transaction(conn):
-        replace_window(conn, "raw.market_snapshots", rows, column="partition_hour", start=EVERYTHING[0], end=EVERYTHING[1])
+        replace_window(
+            conn, "raw.market_snapshots", rows, column="partition_hour", start=EVERYTHING[0], end=EVERYTHING[1]
+        )
 
 
 def run_features(warehouse: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
@@ -112,7 +124,7 @@ def at_hour(frame: pd.DataFrame, hour: datetime) -> pd.DataFrame:
 
 @cache
 def _synthetic_market() -> pd.DataFrame:
-    start = SYNTH_START.replace(tzinfo=timezone.utc)
+    start = SYNTH_START.replace(tzinfo=UTC)
     return synthetic_window(default_universe(4), 7, start, start + SYNTH_HOURS * H, 0.01).snapshots
 
 
@@ -246,7 +258,10 @@ def test_macd_matches_an_independent_loop_over_truncated_weights_across_a_gap(wa
     signal = _truncated_ema(hours, macd, 9)
     assert list(f.index) == hours
     for column, expected in {
-        "macd_line": macd, "macd_signal": signal, "macd_hist": macd - signal, "ema_12_26_ratio": ema_12 / ema_26,
+        "macd_line": macd,
+        "macd_signal": signal,
+        "macd_hist": macd - signal,
+        "ema_12_26_ratio": ema_12 / ema_26,
     }.items():
         assert f[column].tolist() == [approx(v) for v in expected], column
 
@@ -297,11 +312,18 @@ def test_cross_sectional_median_difference_and_percent_ranks(warehouse):
     hour_0, hour_1, hour_2 = (f.xs(hour, level="hour") for hour in range(3))
     median = math.log(1.01)
     assert hour_1["ret_1h_vs_market"].drop("d").to_dict() == {
-        "a": approx(0.0), "b": approx(math.log(0.98) - median), "c": approx(math.log(1.03) - median)
+        "a": approx(0.0),
+        "b": approx(math.log(0.98) - median),
+        "c": approx(math.log(1.03) - median),
     }
     assert hour_1["ret_1h_rank"].drop("d").to_dict() == {"a": 0.5, "b": 0.0, "c": 1.0}
     assert hour_1.loc["d", ["ret_1h_vs_market", "ret_1h_rank"]].isna().all()  # no return: no rank, not counted
-    assert hour_1["volume_rank"].to_dict() == {"a": 1.0, "b": 0.0, "c": approx(1 / 3), "d": approx(1 / 3)}  # tie: lower rank
+    assert hour_1["volume_rank"].to_dict() == {
+        "a": 1.0,
+        "b": 0.0,
+        "c": approx(1 / 3),
+        "d": approx(1 / 3),
+    }  # tie: lower rank
     # four returns: the median is the mean of the middle two
     assert hour_2.at["a", "ret_1h_vs_market"] == approx(-math.log(1.02) / 2)
     assert (hour_2["volume_rank"] == 0).all()  # all tied
@@ -324,11 +346,19 @@ def test_missing_hours_and_warmup_flags(warehouse):
     hours = [h for h in range(230) if not 30 <= h <= 34]
     late = list(range(50, 230))  # a coin listed 50 hours later
     computed = hand_features(
-        warehouse, coin_rows("a", np.full(len(hours), 100.0), hours=hours), coin_rows("late", np.full(len(late), 100.0), hours=late)
+        warehouse,
+        coin_rows("a", np.full(len(hours), 100.0), hours=hours),
+        coin_rows("late", np.full(len(late), 100.0), hours=late),
     )
     f, late_rows = computed.loc["a"], computed.loc["late"]
     assert {t: f.at[t, "missing_hours_24h"] for t in (0, 10, 24, 29, 35, 58, 59)} == {
-        0: 24, 10: 14, 24: 0, 29: 0, 35: 5, 58: 1, 59: 0
+        0: 24,
+        10: 14,
+        24: 0,
+        29: 0,
+        35: 5,
+        58: 1,
+        59: 0,
     }
     assert math.isnan(f.at[35, "ret_1h"]) and not math.isnan(f.at[36, "ret_1h"])  # no row an hour before
     assert not math.isnan(f.at[35, "ret_24h"])
@@ -343,7 +373,9 @@ def test_output_columns_match_the_spec(warehouse):
     load(warehouse, synthetic_with_gaps())
     feature_columns = [name for name, _, _ in feature_table_columns() if name != "feature_spec_version"]
     assert list(run_features(warehouse, synth_hour(200), synth_hour(202)).columns) == feature_columns
-    assert list(run_labels(warehouse, synth_hour(200), synth_hour(202)).columns) == [name for name, _, _ in LABEL_COLUMNS]
+    assert list(run_labels(warehouse, synth_hour(200), synth_hour(202)).columns) == [
+        name for name, _, _ in LABEL_COLUMNS
+    ]
 
 
 def test_pandas_reference_agrees_with_the_sql(warehouse):
@@ -374,7 +406,9 @@ def test_features_do_not_look_ahead(warehouse):
     after = run_features(warehouse, SYNTH_START, SYNTH_END)
     upto = before["partition_hour"] <= t
     # to rounding: cross-sectional means add the coins in any order
-    pd.testing.assert_frame_equal(before[upto], after[after["partition_hour"] <= t], check_exact=False, rtol=1e-12, atol=1e-15)
+    pd.testing.assert_frame_equal(
+        before[upto], after[after["partition_hour"] <= t], check_exact=False, rtol=1e-12, atol=1e-15
+    )
     assert not before[~upto].reset_index(drop=True).equals(after[after["partition_hour"] > t].reset_index(drop=True))
 
 
@@ -397,14 +431,18 @@ def test_labels_see_only_their_horizon_and_the_threshold_only_the_past(warehouse
     load(warehouse, snaps.assign(price=snaps["price"].where(~last_hour, snaps["price"] * 1.05)))
     moved = run_labels(warehouse, SYNTH_START, SYNTH_END).set_index(["partition_hour", "coin_id"])
     original = before.set_index(["partition_hour", "coin_id"])
-    assert moved.at[(t, "bitcoin"), "fwd_return_6h"] == approx(original.at[(t, "bitcoin"), "fwd_return_6h"] + math.log(1.05))
+    assert moved.at[(t, "bitcoin"), "fwd_return_6h"] == approx(
+        original.at[(t, "bitcoin"), "fwd_return_6h"] + math.log(1.05)
+    )
     assert moved.at[(t, "bitcoin"), "fwd_vol_6h"] != original.at[(t, "bitcoin"), "fwd_vol_6h"]
 
     # the spike threshold at t and before is built from the past only
     load(warehouse, _changed_after(snaps, t))
     changed = run_labels(warehouse, SYNTH_START, SYNTH_END)
     pd.testing.assert_series_equal(
-        labels_at_or_before(before, t)["vol_threshold"], labels_at_or_before(changed, t)["vol_threshold"], check_exact=True
+        labels_at_or_before(before, t)["vol_threshold"],
+        labels_at_or_before(changed, t)["vol_threshold"],
+        check_exact=True,
     )
     assert not labels_at_or_before(before, t)["fwd_vol_6h"].equals(labels_at_or_before(changed, t)["fwd_vol_6h"])
 
@@ -417,7 +455,9 @@ def test_labels_stay_null_until_their_horizon_is_observed(warehouse):
     labels = run_labels(warehouse, SYNTH_START, SYNTH_END).set_index(["partition_hour", "coin_id"])
     forward = ["fwd_vol_6h", "volatility_spike", "fwd_return_6h", "direction_up"]
     tail = labels.loc[synth_hour(SYNTH_HOURS - LABEL_HORIZON_HOURS) :]
-    assert len(tail) == 4 * LABEL_HORIZON_HOURS and tail[forward].isna().all().all()  # the data ends within their horizon
+    assert (
+        len(tail) == 4 * LABEL_HORIZON_HOURS and tail[forward].isna().all().all()
+    )  # the data ends within their horizon
     assert labels.loc[synth_hour(SYNTH_HOURS - LABEL_HORIZON_HOURS - 1)].notna().all().all()
     # a missing hour inside the horizon leaves the volatility unknown; the 6h-ahead price is still there
     assert labels.loc[(t, "bitcoin"), ["fwd_vol_6h", "volatility_spike"]].isna().all()
@@ -462,7 +502,9 @@ def test_snapshots_features_and_labels_materialize_with_passing_checks(warehouse
     )
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert {features.FEATURES_SCHEMA_CHECK, features.FEATURES_COMPLETE_CHECK, features.LABELS_NO_LEAK_CHECK} <= set(checks)
+    assert {features.FEATURES_SCHEMA_CHECK, features.FEATURES_COMPLETE_CHECK, features.LABELS_NO_LEAK_CHECK} <= set(
+        checks
+    )
     assert all(checks.values()), checks
     versions = {
         e.materialization.metadata["feature_spec_version"].value
@@ -484,8 +526,13 @@ def test_a_range_computed_in_pieces_equals_the_range_computed_whole(warehouse, i
     load(warehouse, synthetic_with_gaps())
     first, last = synth_hour(10 * 24), synth_hour(13 * 24)  # 3 days, after the warm-up
     monkeypatch.setattr(features, "FEATURE_CHUNK_DAYS", 1)
-    result = dg.materialize([features.coin_features], instance=instance, resources={"warehouse": warehouse},
-                            tags=range_tags(f"{first:%Y-%m-%d}", f"{last - H:%Y-%m-%d}"), raise_on_error=False)
+    result = dg.materialize(
+        [features.coin_features],
+        instance=instance,
+        resources={"warehouse": warehouse},
+        tags=range_tags(f"{first:%Y-%m-%d}", f"{last - H:%Y-%m-%d}"),
+        raise_on_error=False,
+    )
     assert result.success
     pieces = warehouse.query(
         "SELECT * EXCLUDE (feature_spec_version) FROM features.coin_features ORDER BY partition_hour, coin_id"
@@ -501,8 +548,13 @@ def test_a_non_finite_feature_fails_the_blocking_check_naming_it(warehouse, inst
     spoiled = f"SELECT * REPLACE (CASE WHEN coin_id = 'bitcoin' THEN {bad} ELSE rv_6h END AS rv_6h) FROM ({features.FEATURES_SQL})"
     monkeypatch.setattr(features, "FEATURES_SQL", spoiled)
     day = f"{synth_hour(10 * 24):%Y-%m-%d}"
-    result = dg.materialize([features.coin_features], instance=instance, resources={"warehouse": warehouse},
-                            partition_key=day, raise_on_error=False)
+    result = dg.materialize(
+        [features.coin_features],
+        instance=instance,
+        resources={"warehouse": warehouse},
+        partition_key=day,
+        raise_on_error=False,
+    )
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == features.FEATURES_FINITE_CHECK]
     assert not check.passed
     assert check.metadata["by_feature"].value == "rv_6h: 24" and check.metadata["non_finite_values"].value == 24

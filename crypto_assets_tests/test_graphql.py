@@ -19,15 +19,29 @@ pytest_plugins = ["crypto_assets_tests.e2e"]
 # dagster-graphql's client still calls gql with arguments gql has deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")
 
-dagster_graphql = pytest.importorskip("dagster_graphql", reason="dagster-graphql is not installed (pip install -e '.[dev]')")
+dagster_graphql = pytest.importorskip(
+    "dagster_graphql", reason="dagster-graphql is not installed (pip install -e '.[dev]')"
+)
 
 RUN_TIMEOUT_S = 240.0
 COINS = 20  # the synthetic market's default universe
 HOURS = 24
 SNAPSHOT_CHECKS = {
-    "snapshot_schema", "valid_prices", "unique_coin_hour", "observed_within_partition", "universe_coverage", "live_freshness",
+    "snapshot_schema",
+    "valid_prices",
+    "unique_coin_hour",
+    "observed_within_partition",
+    "universe_coverage",
+    "live_freshness",
 }
-GATES = {"meets_metric_floor", "beats_baseline", "beats_champion", "sane_flag_rate", "no_nan_scores", "artifact_verified"}
+GATES = {
+    "meets_metric_floor",
+    "beats_baseline",
+    "beats_champion",
+    "sane_flag_rate",
+    "no_nan_scores",
+    "artifact_verified",
+}
 
 METADATA_FIELDS = """
   label
@@ -38,7 +52,8 @@ METADATA_FIELDS = """
   ... on BoolMetadataEntry { boolValue }
 """
 
-MATERIALIZATIONS_QUERY = """
+MATERIALIZATIONS_QUERY = (
+    """
 query Materializations($path: [String!]!, $partition: String!) {
   assetOrError(assetKey: {path: $path}) {
     __typename
@@ -52,9 +67,12 @@ query Materializations($path: [String!]!, $partition: String!) {
     }
   }
 }
-""" % METADATA_FIELDS
+"""
+    % METADATA_FIELDS
+)
 
-CHECK_EXECUTIONS_QUERY = """
+CHECK_EXECUTIONS_QUERY = (
+    """
 query CheckExecutions($path: [String!]!, $check: String!) {
   assetCheckExecutions(assetKey: {path: $path}, checkName: $check, limit: 10) {
     runId
@@ -70,7 +88,9 @@ query CheckExecutions($path: [String!]!, $check: String!) {
     }
   }
 }
-""" % METADATA_FIELDS
+"""
+    % METADATA_FIELDS
+)
 
 
 def metadata(entries: list[dict]) -> dict:
@@ -124,7 +144,9 @@ def test_launch_hourly_job_and_read_results_over_graphql(dagster_server: Dagster
     asset = data["assetOrError"]
     assert asset["__typename"] == "Asset", asset
     ours = [m for m in asset["assetMaterializations"] if m["runId"] == run_id]
-    assert len(ours) == 1, f"expected one materialization of {partition} by run {run_id}: {asset['assetMaterializations']}"
+    assert len(ours) == 1, (
+        f"expected one materialization of {partition} by run {run_id}: {asset['assetMaterializations']}"
+    )
     assert ours[0]["partition"] == partition
     values = metadata(ours[0]["metadataEntries"])
     assert values["dagster/row_count"] == COINS * HOURS

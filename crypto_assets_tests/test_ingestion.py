@@ -1,6 +1,6 @@
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +16,7 @@ from crypto_assets.warehouse import Warehouse, replace_window, transaction
 from .conftest import range_tags
 
 ASSETS = [ingestion.market_snapshots]
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def materialize(warehouse, instance, source=None, **kwargs):
@@ -32,19 +32,25 @@ def materialize(warehouse, instance, source=None, **kwargs):
 def test_materializing_a_partition_twice_gives_the_same_rows(warehouse, instance):
     first = materialize(warehouse, instance, partition_key="2026-03-01")
     assert first.success
-    rows_1 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id")
+    rows_1 = warehouse.query(
+        "SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id"
+    )
     assert len(rows_1) == 24 * 20
     assert materialize(warehouse, instance, partition_key="2026-03-01").success
-    rows_2 = warehouse.query("SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id")
+    rows_2 = warehouse.query(
+        "SELECT * EXCLUDE (ingested_at) FROM raw.market_snapshots ORDER BY partition_hour, coin_id"
+    )
     pd.testing.assert_frame_equal(rows_1, rows_2)
     # a neighbouring partition adds its own day and leaves this one alone
     assert materialize(warehouse, instance, partition_key="2026-03-02").success
-    counts = warehouse.query("SELECT partition_hour::DATE AS day, count(*) AS n FROM raw.market_snapshots GROUP BY 1 ORDER BY 1")
+    counts = warehouse.query(
+        "SELECT partition_hour::DATE AS day, count(*) AS n FROM raw.market_snapshots GROUP BY 1 ORDER BY 1"
+    )
     assert counts["n"].tolist() == [24 * 20, 24 * 20]
 
 
 def test_the_open_day_holds_only_the_hours_that_have_ended(warehouse, instance):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     today = now.strftime("%Y-%m-%d")
     assert today in daily_data_partitions.get_partition_keys()  # end_offset=1: today is a partition
     assert materialize(warehouse, instance, partition_key=today).success
@@ -56,10 +62,10 @@ def test_the_open_day_holds_only_the_hours_that_have_ended(warehouse, instance):
 
 
 def test_observed_window_stops_at_the_hour_in_progress():
-    day = dg.TimeWindow(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 2, tzinfo=timezone.utc))
-    assert observed_window(day, now=datetime(2026, 3, 1, 10, 5, tzinfo=timezone.utc))[1] == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
-    assert observed_window(day, now=datetime(2026, 3, 5, tzinfo=timezone.utc)) == (day.start, day.end)
-    assert observed_window(day, now=datetime(2026, 2, 27, tzinfo=timezone.utc)) == (day.start, day.start)
+    day = dg.TimeWindow(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    assert observed_window(day, now=datetime(2026, 3, 1, 10, 5, tzinfo=UTC))[1] == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert observed_window(day, now=datetime(2026, 3, 5, tzinfo=UTC)) == (day.start, day.end)
+    assert observed_window(day, now=datetime(2026, 2, 27, tzinfo=UTC)) == (day.start, day.start)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +84,7 @@ def test_hourly_schedules_rerun_the_day_holding_the_hour_due(schedule, tick, par
     repository = defs.get_repository_def()
 
     def run_request(at: datetime) -> dg.RunRequest:
-        context = dg.build_schedule_context(scheduled_execution_time=at.replace(tzinfo=timezone.utc), repository_def=repository)
+        context = dg.build_schedule_context(scheduled_execution_time=at.replace(tzinfo=UTC), repository_def=repository)
         return definition.evaluate_tick(context).run_requests[0]
 
     request, later = run_request(tick), run_request(tick + timedelta(hours=1))
@@ -104,15 +110,29 @@ def test_seven_days_backfill_in_one_run(warehouse, instance):
 
 def _write(warehouse: Warehouse, frame: pd.DataFrame, start=T0, end=T0 + timedelta(hours=1)):
     with warehouse.connect() as conn, transaction(conn):
-        replace_window(conn, "raw.market_snapshots", conform(frame, SNAPSHOT_COLUMNS), column="partition_hour", start=start, end=end)
+        replace_window(
+            conn,
+            "raw.market_snapshots",
+            conform(frame, SNAPSHOT_COLUMNS),
+            column="partition_hour",
+            start=start,
+            end=end,
+        )
 
 
 def _good_rows(coins=("bitcoin", "ethereum"), hour=T0) -> pd.DataFrame:
     naive = hour.replace(tzinfo=None)
-    return pd.DataFrame({
-        "coin_id": list(coins), "symbol": [c[:3].upper() for c in coins], "observed_at": naive, "partition_hour": naive,
-        "price": 100.0, "source": "synthetic", "ingested_at": naive,
-    })
+    return pd.DataFrame(
+        {
+            "coin_id": list(coins),
+            "symbol": [c[:3].upper() for c in coins],
+            "observed_at": naive,
+            "partition_hour": naive,
+            "price": 100.0,
+            "source": "synthetic",
+            "ingested_at": naive,
+        }
+    )
 
 
 def _result(check_fn, warehouse, *args):
@@ -194,11 +214,15 @@ class DuplicatingSource(MarketSource):
 
     def fetch(self, start, end):
         batch = super().fetch(start, end)
-        return SourceBatch(pd.concat([batch.snapshots, batch.snapshots.head(3)]), batch.quarantine, batch.ground_truth, batch.stats)
+        return SourceBatch(
+            pd.concat([batch.snapshots, batch.snapshots.head(3)]), batch.quarantine, batch.ground_truth, batch.stats
+        )
 
 
 def test_failed_blocking_check_records_the_materialization_but_fails_the_step(warehouse, instance):
-    @dg.asset(deps=[ingestion.SNAPSHOTS], partitions_def=daily_data_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    @dg.asset(
+        deps=[ingestion.SNAPSHOTS], partitions_def=daily_data_partitions, backfill_policy=dg.BackfillPolicy.single_run()
+    )
     def downstream_of_snapshots():
         raise AssertionError("must not run after a failed blocking check")
 
@@ -231,10 +255,12 @@ def test_deployment_and_source_settings_are_validated(monkeypatch):
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("postgresql://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
-     ("postgresql+psycopg://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
-     ("not a url", "is not a database URL"),
-     ("postgresql+psycopg2://postgres@127.0.0.1:5432", "names no database")],
+    [
+        ("postgresql://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
+        ("not a url", "is not a database URL"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432", "names no database"),
+    ],
 )
 def test_the_production_instance_url_is_checked_before_anything_runs(monkeypatch, tmp_path, url, message):
     from crypto_assets import instance as instance_setup
@@ -250,7 +276,9 @@ def test_an_unreachable_postgres_is_a_clear_error_with_the_password_hidden(monke
 
     # Port 9 (discard) on loopback: nothing listens there.
     monkeypatch.setenv(instance_setup.PG_URL_ENV, "postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:9/dagster")
-    with pytest.raises(instance_setup.InstanceSetupError, match=r"PostgreSQL at 127\.0\.0\.1:9 is unreachable") as raised:
+    with pytest.raises(
+        instance_setup.InstanceSetupError, match=r"PostgreSQL at 127\.0\.0\.1:9 is unreachable"
+    ) as raised:
         instance_setup.prepare_home(tmp_path / "home", "prod")
     assert "s3cret-pw" not in str(raised.value)
 
@@ -274,13 +302,23 @@ def test_definitions_validate_and_load_without_heavy_ml_imports():
     bin_dir = Path(sys.executable).parent
     validated = subprocess.run(
         [str(bin_dir / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert validated.returncode == 0, validated.stderr[-2000:]
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, crypto_assets.definitions; "
-         "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently', 'arch', 'scipy', 'pandas', 'numpy') if m in sys.modules))"],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys, crypto_assets.definitions; "
+            "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently', 'arch', 'scipy', 'pandas', 'numpy') if m in sys.modules))",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.strip() == ""

@@ -21,8 +21,11 @@ WEAK_DETECTOR = {"train_days": 7, "n_estimators": 10, "max_samples": 16, "contam
 
 def _assets(name):
     family = FAMILIES_BY_NAME[name]
-    return [a for a in candidates.candidate_assets + evaluations.evaluation_assets
-            if a.key in (candidates.candidate_key(family), evaluations.evaluation_key(family))]
+    return [
+        a
+        for a in candidates.candidate_assets + evaluations.evaluation_assets
+        if a.key in (candidates.candidate_key(family), evaluations.evaluation_key(family))
+    ]
 
 
 def train_and_evaluate(warehouse, instance, name="anomaly_detector", day=DAY, candidate=None, gates=None):
@@ -30,15 +33,22 @@ def train_and_evaluate(warehouse, instance, name="anomaly_detector", day=DAY, ca
     if gates:
         ops[f"{name}_evaluation"] = {"config": gates}
     return dg.materialize(
-        _assets(name), instance=instance, partition_key=day, resources={"warehouse": warehouse},
-        run_config={"ops": ops}, raise_on_error=False,
+        _assets(name),
+        instance=instance,
+        partition_key=day,
+        resources={"warehouse": warehouse},
+        run_config={"ops": ops},
+        raise_on_error=False,
     )
 
 
 def champion_run(warehouse, instance, **config):
     return dg.materialize(
-        [promotion.model_champions], instance=instance, resources={"warehouse": warehouse},
-        run_config={"ops": {"model_champions": {"config": config}}}, raise_on_error=False,
+        [promotion.model_champions],
+        instance=instance,
+        resources={"warehouse": warehouse},
+        run_config={"ops": {"model_champions": {"config": config}}},
+        raise_on_error=False,
     )
 
 
@@ -92,7 +102,10 @@ def test_too_few_positives_refuses_as_inconclusive(prepared_warehouse, instance)
     apply_promotion_requests(prepared_warehouse, instance)
     (event,) = events(prepared_warehouse)
     assert event["outcome"] == "refused"
-    assert f"{evaluations.BASELINE_GATE} inconclusive" in event["reason"] and "fewer than the 100000 required" in event["reason"]
+    assert (
+        f"{evaluations.BASELINE_GATE} inconclusive" in event["reason"]
+        and "fewer than the 100000 required" in event["reason"]
+    )
     assert champion_id(prepared_warehouse) is None
 
 
@@ -103,7 +116,9 @@ def test_first_candidate_becomes_champion_on_its_intervals(prepared_warehouse, i
     assert metadata["candidate_pr_auc"].value > metadata["zscore_pr_auc"].value
     assert metadata["champion_version"].value == "none" and metadata["champion_comparison"].value == "no champion yet"
     assert metadata["evaluation_positives"].value >= 30
-    stored = prepared_warehouse.query("SELECT gate, comparator, ci_low, ci_high, outcome FROM ml.gate_evidence WHERE split_id = ?", [DAY])
+    stored = prepared_warehouse.query(
+        "SELECT gate, comparator, ci_low, ci_high, outcome FROM ml.gate_evidence WHERE split_id = ?", [DAY]
+    )
     assert stored.values.tolist()[0][:2] == [evaluations.BASELINE_GATE, "zscore"] and stored["ci_low"][0] > 0
     _, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert results[0].success
@@ -117,9 +132,21 @@ def test_first_candidate_becomes_champion_on_its_intervals(prepared_warehouse, i
 def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehouse, instance):
     # The weak detector may or may not pass its gates; it becomes champion by hand either way.
     train_and_evaluate(prepared_warehouse, instance, candidate=WEAK_DETECTOR, gates={"min_pr_auc": 0.0})
-    assert champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1",
-                        reason="weak model as a starting point").success
-    cursor = {"anomaly_detector": instance.fetch_materializations(evaluations.evaluation_key(FAMILIES_BY_NAME["anomaly_detector"]), limit=1).records[0].storage_id}
+    assert champion_run(
+        prepared_warehouse,
+        instance,
+        model_name="anomaly_detector",
+        action="promote",
+        version="v1",
+        reason="weak model as a starting point",
+    ).success
+    cursor = {
+        "anomaly_detector": instance.fetch_materializations(
+            evaluations.evaluation_key(FAMILIES_BY_NAME["anomaly_detector"]), limit=1
+        )
+        .records[0]
+        .storage_id
+    }
 
     better = train_and_evaluate(prepared_warehouse, instance)
     assert better.success, gate_outcomes(better)
@@ -137,7 +164,8 @@ def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehous
     assert not same.success
     assert gate_outcomes(same)[evaluations.CHAMPION_GATE] == "failed"
     evidence_row = prepared_warehouse.query(
-        "SELECT difference, ci_low, ci_high FROM ml.gate_evidence WHERE gate = ? AND version_id = 'v3'", [evaluations.CHAMPION_GATE]
+        "SELECT difference, ci_low, ci_high FROM ml.gate_evidence WHERE gate = ? AND version_id = 'v3'",
+        [evaluations.CHAMPION_GATE],
     ).iloc[0]
     assert evidence_row.tolist() == [0.0, 0.0, 0.0]
     _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
@@ -156,10 +184,18 @@ def test_lineage_is_recorded_with_the_version_and_matches_the_split(prepared_war
         split = prepared_warehouse.query("SELECT * FROM ml.split_summaries WHERE split_id = ?", [DAY]).iloc[0]
         scores = evaluations.read_scores(conn, "volatility_model", DAY, version.version_id)
     lineage = version.lineage
-    assert (lineage.split_id, lineage.evaluation_start, lineage.evaluation_end) == (DAY, split["evaluation_start"], split["evaluation_end"])
-    assert str(lineage.train_start) == "2026-03-08 00:00:00" and str(lineage.train_end) == "2026-03-15 00:00:00"  # 7 days up to the day's end
+    assert (lineage.split_id, lineage.evaluation_start, lineage.evaluation_end) == (
+        DAY,
+        split["evaluation_start"],
+        split["evaluation_end"],
+    )
+    assert (
+        str(lineage.train_start) == "2026-03-08 00:00:00" and str(lineage.train_end) == "2026-03-15 00:00:00"
+    )  # 7 days up to the day's end
     candidate_rows = scores[scores["role"] == "candidate"]
-    assert lineage.evaluation_rows == len(candidate_rows) and lineage.evaluation_positives == int(candidate_rows["truth"].sum())
+    assert lineage.evaluation_rows == len(candidate_rows) and lineage.evaluation_positives == int(
+        candidate_rows["truth"].sum()
+    )
     # the training frame's hash names exactly the rows the refit read
     from crypto_assets.assets.splits import load_rows
 
@@ -186,11 +222,19 @@ def test_manual_promotion_and_rollback(prepared_warehouse, instance):
     promote = {"model_name": "anomaly_detector", "action": "promote"}
     assert champion_run(prepared_warehouse, instance, **promote, version="latest-1", reason="start with v1").success
     assert champion_run(prepared_warehouse, instance, **promote, version="v2", reason="v2 looks better").success
-    rollback = champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="rollback",
-                            version="previous", reason="v2 misbehaves in production")
+    rollback = champion_run(
+        prepared_warehouse,
+        instance,
+        model_name="anomaly_detector",
+        action="rollback",
+        version="previous",
+        reason="v2 misbehaves in production",
+    )
     assert rollback.success and champion_id(prepared_warehouse) == "v1"
     assert [(e["trigger"], e["from_version"], e["to_version"]) for e in events(prepared_warehouse)] == [
-        ("manual", None, "v1"), ("manual", "v1", "v2"), ("rollback", "v2", "v1"),
+        ("manual", None, "v1"),
+        ("manual", "v1", "v2"),
+        ("rollback", "v2", "v1"),
     ]
     metadata = rollback.asset_materializations_for_node("model_champions")[0].metadata
     assert metadata["from_version"].value == "v2" and metadata["to_version"].value == "v1"
@@ -203,7 +247,10 @@ def test_manual_promotion_and_rollback(prepared_warehouse, instance):
     ]:
         result = champion_run(prepared_warehouse, instance, **bad)
         assert not result.success
-        assert message in str(result.failure_data_for_node("model_champions").error.cause or result.failure_data_for_node("model_champions").error)
+        assert message in str(
+            result.failure_data_for_node("model_champions").error.cause
+            or result.failure_data_for_node("model_champions").error
+        )
     assert len(events(prepared_warehouse)) == 3
 
 
@@ -211,7 +258,9 @@ def test_a_tampered_artifact_cannot_become_champion(prepared_warehouse, instance
     train_and_evaluate(prepared_warehouse, instance)
     with prepared_warehouse.connect() as conn:
         conn.execute("UPDATE registry.model_versions SET artifact = artifact || '\\x00'::BLOB WHERE version_id = 'v1'")
-    result = champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="try")
+    result = champion_run(
+        prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="try"
+    )
     assert not result.success
     error = result.failure_data_for_node("model_champions").error
     assert "ArtifactIntegrityError" in (error.cause.cls_name if error.cause else error.cls_name)
@@ -220,45 +269,80 @@ def test_a_tampered_artifact_cannot_become_champion(prepared_warehouse, instance
 
 def _score(warehouse, instance, name="anomaly_detector", day=DAY):
     asset = next(a for a in serving.scoring_assets if a.key.path[0] == serving.SCORE_TABLES[name])
-    return dg.materialize([asset], instance=instance, partition_key=day, resources={"warehouse": warehouse}, raise_on_error=False)
+    return dg.materialize(
+        [asset], instance=instance, partition_key=day, resources={"warehouse": warehouse}, raise_on_error=False
+    )
 
 
 def test_the_champion_serves_and_the_latest_candidate_scores_beside_it_in_shadow(prepared_warehouse, instance):
     skipped = _score(prepared_warehouse, instance)
     assert skipped.success and skipped.asset_materializations_for_node("anomaly_scores") == []
     observations = [e for e in skipped.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert "no anomaly_detector champion yet" in observations[0].asset_observation_data.asset_observation.metadata["skipped"].value
+    assert (
+        "no anomaly_detector champion yet"
+        in observations[0].asset_observation_data.asset_observation.metadata["skipped"].value
+    )
 
     train_and_evaluate(prepared_warehouse, instance, candidate=WEAK_DETECTOR, gates={"min_pr_auc": 0.0})
     train_and_evaluate(prepared_warehouse, instance)
-    champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="test")
+    champion_run(
+        prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="test"
+    )
     assert _score(prepared_warehouse, instance).success
     by_role = "SELECT role, version_id, count(*) AS n FROM serving.model_scores WHERE model_name = 'anomaly_detector' GROUP BY ALL ORDER BY role, version_id"
     assert prepared_warehouse.query(by_role).values.tolist() == [["champion", "v1", 24 * 20], ["shadow", "v2", 24 * 20]]
-    first = prepared_warehouse.query("SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL")
+    first = prepared_warehouse.query(
+        "SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL"
+    )
 
     # a re-run replaces the rows and keeps when each hour was first scored: the record of what was known when
     assert _score(prepared_warehouse, instance).success
-    again = prepared_warehouse.query("SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL")
+    again = prepared_warehouse.query(
+        "SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL"
+    )
     pd.testing.assert_frame_equal(first, again)
 
     # promoted, the shadow serves; the old champion's rows stay as they were (what it said, when)
-    champion_run(prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v2", reason="shadow did well")
+    champion_run(
+        prepared_warehouse,
+        instance,
+        model_name="anomaly_detector",
+        action="promote",
+        version="v2",
+        reason="shadow did well",
+    )
     assert _score(prepared_warehouse, instance).success
     assert prepared_warehouse.query(by_role).values.tolist() == [
-        ["champion", "v1", 24 * 20], ["champion", "v2", 24 * 20], ["shadow", "v2", 24 * 20],
+        ["champion", "v1", 24 * 20],
+        ["champion", "v2", 24 * 20],
+        ["shadow", "v2", 24 * 20],
     ]
 
 
 def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfilled(prepared_warehouse, instance):
     train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
-    train_and_evaluate(prepared_warehouse, instance, name="volatility_model", candidate={"train_days": 5, "n_estimators": 30}, gates={"min_pr_auc": 0.0})
-    champion_run(prepared_warehouse, instance, model_name="volatility_model", action="promote", version="v1", reason="test")
+    train_and_evaluate(
+        prepared_warehouse,
+        instance,
+        name="volatility_model",
+        candidate={"train_days": 5, "n_estimators": 30},
+        gates={"min_pr_auc": 0.0},
+    )
+    champion_run(
+        prepared_warehouse, instance, model_name="volatility_model", action="promote", version="v1", reason="test"
+    )
     assert _score(prepared_warehouse, instance, "volatility_model").success
-    outcomes = dg.materialize([serving.prediction_outcomes], instance=instance, partition_key=DAY,
-                              resources={"warehouse": prepared_warehouse}, raise_on_error=False)
+    outcomes = dg.materialize(
+        [serving.prediction_outcomes],
+        instance=instance,
+        partition_key=DAY,
+        resources={"warehouse": prepared_warehouse},
+        raise_on_error=False,
+    )
     assert outcomes.success
-    rows = prepared_warehouse.query("SELECT role, version_id, live, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role")
+    rows = prepared_warehouse.query(
+        "SELECT role, version_id, live, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role"
+    )
     labeled = prepared_warehouse.query(
         "SELECT count(*) AS n FROM features.coin_labels WHERE volatility_spike IS NOT NULL AND partition_hour::DATE = DATE '2026-03-14'"
     )["n"][0]
@@ -272,11 +356,19 @@ def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfill
 def test_deciding_one_model_of_a_training_run_still_decides_the_other(prepared_warehouse, instance):
     # daily_training_job evaluates both models in one run; the gate job of the first must not hide the second.
     both = _assets("anomaly_detector") + _assets("volatility_model")
-    run = dg.materialize(both, instance=instance, partition_key=DAY, resources={"warehouse": prepared_warehouse},
-                         run_config={"ops": {f"{n}_candidate": {"config": c} for n, c in QUICK.items()}}, raise_on_error=False)
+    run = dg.materialize(
+        both,
+        instance=instance,
+        partition_key=DAY,
+        resources={"warehouse": prepared_warehouse},
+        run_config={"ops": {f"{n}_candidate": {"config": c} for n, c in QUICK.items()}},
+        raise_on_error=False,
+    )
     requests, _ = promotion_run_requests(instance, {})
     first = next(r for r in requests if r.tags["crypto_assets/model"] == "anomaly_detector")
     assert champion_run(prepared_warehouse, instance, **first.run_config["ops"]["model_champions"]["config"]).success
     remaining, _ = promotion_run_requests(instance, {})
-    assert [(r.tags["crypto_assets/model"], r.run_config["ops"]["model_champions"]["config"]["evaluation_run_id"])
-            for r in remaining] == [("volatility_model", run.run_id)]
+    assert [
+        (r.tags["crypto_assets/model"], r.run_config["ops"]["model_champions"]["config"]["evaluation_run_id"])
+        for r in remaining
+    ] == [("volatility_model", run.run_id)]

@@ -9,9 +9,19 @@ from crypto_assets import registry
 
 def _register(conn, name="m", payload=None, split="2026-03-15"):
     return registry.register_version(
-        conn, model_name=name, model=payload if payload is not None else {"weights": [1, 2, 3]}, split_id=split,
-        run_id="run-1", params={"alpha": 0.5}, features=["a", "b"], feature_spec_version="spec1",
-        train_start=None, train_end=None, train_rows=10, holdout_rows=5, metrics={"pr_auc": 0.7},
+        conn,
+        model_name=name,
+        model=payload if payload is not None else {"weights": [1, 2, 3]},
+        split_id=split,
+        run_id="run-1",
+        params={"alpha": 0.5},
+        features=["a", "b"],
+        feature_spec_version="spec1",
+        train_start=None,
+        train_end=None,
+        train_rows=10,
+        holdout_rows=5,
+        metrics={"pr_auc": 0.7},
     )
 
 
@@ -36,8 +46,17 @@ def test_version_specifiers_resolve(warehouse):
         assert registry.resolve(conn, "m", "latest-2").version_id == "v1"
         assert registry.resolve(conn, "m", "v2").version_id == "v2"
         assert registry.resolve(conn, "m", " 2 ").version_id == "v2"
-        registry.record_decision(conn, model_name="m", to_version="v2", expected_from=None, outcome="promoted",
-                                 trigger="manual", reason="test", gate_results={}, run_id=None)
+        registry.record_decision(
+            conn,
+            model_name="m",
+            to_version="v2",
+            expected_from=None,
+            outcome="promoted",
+            trigger="manual",
+            reason="test",
+            gate_results={},
+            run_id=None,
+        )
         assert registry.resolve(conn, "m", "champion").version_id == "v2"
 
 
@@ -92,12 +111,16 @@ def test_decisions_are_append_only_and_consistent_with_the_alias(warehouse):
         for _ in range(3):
             _register(conn)
         args = {"model_name": "m", "trigger": "manual", "gate_results": {}, "run_id": None}
-        first = registry.record_decision(conn, to_version="v1", expected_from=None, outcome="promoted", reason="first", **args)
+        first = registry.record_decision(
+            conn, to_version="v1", expected_from=None, outcome="promoted", reason="first", **args
+        )
         registry.record_decision(conn, to_version=None, expected_from="v1", outcome="refused", reason="worse", **args)
         registry.record_decision(conn, to_version="v3", expected_from="v1", outcome="promoted", reason="better", **args)
         events = registry.promotion_events(conn, "m")
         assert [(e["from_version"], e["to_version"], e["outcome"]) for e in events] == [
-            (None, "v1", "promoted"), ("v1", "v1", "refused"), ("v1", "v3", "promoted"),
+            (None, "v1", "promoted"),
+            ("v1", "v1", "refused"),
+            ("v1", "v3", "promoted"),
         ]
         assert events[0]["event_id"] == first["event_id"] and events[0]["reason"] == "first"
         assert registry.champion(conn, "m").version_id == "v3"
@@ -108,11 +131,29 @@ def test_decisions_are_append_only_and_consistent_with_the_alias(warehouse):
 def test_stale_expected_champion_is_a_conflict_and_changes_nothing(warehouse):
     with warehouse.connect() as conn:
         _register(conn), _register(conn)
-        registry.record_decision(conn, model_name="m", to_version="v1", expected_from=None, outcome="promoted",
-                                 trigger="manual", reason="first", gate_results={}, run_id=None)
+        registry.record_decision(
+            conn,
+            model_name="m",
+            to_version="v1",
+            expected_from=None,
+            outcome="promoted",
+            trigger="manual",
+            reason="first",
+            gate_results={},
+            run_id=None,
+        )
         with pytest.raises(registry.PromotionConflict):
-            registry.record_decision(conn, model_name="m", to_version="v2", expected_from=None, outcome="promoted",
-                                     trigger="sensor", reason="late", gate_results={}, run_id=None)
+            registry.record_decision(
+                conn,
+                model_name="m",
+                to_version="v2",
+                expected_from=None,
+                outcome="promoted",
+                trigger="sensor",
+                reason="late",
+                gate_results={},
+                run_id=None,
+            )
         assert registry.champion(conn, "m").version_id == "v1"
         assert len(registry.promotion_events(conn, "m")) == 1
 
@@ -129,8 +170,17 @@ def test_concurrent_promotions_never_interleave(warehouse):
         barrier.wait()
         try:
             with warehouse.connect() as conn:
-                registry.record_decision(conn, model_name="m", to_version=version, expected_from=None, outcome="promoted",
-                                         trigger="sensor", reason=f"race {version}", gate_results={}, run_id=None)
+                registry.record_decision(
+                    conn,
+                    model_name="m",
+                    to_version=version,
+                    expected_from=None,
+                    outcome="promoted",
+                    trigger="sensor",
+                    reason=f"race {version}",
+                    gate_results={},
+                    run_id=None,
+                )
             outcomes.append("won")
         except Exception as exc:  # a conflict, raised either by our compare-and-set or by DuckDB's own
             outcomes.append(type(exc).__name__)

@@ -28,7 +28,10 @@ def _child(code: str, database: Path, wait_for: str | None = None, timeout: floa
     """Run ``code`` in a fresh Python process; with ``wait_for``, return it once it prints that line."""
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), str(database)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     if wait_for is None:
         out, err = process.communicate(timeout=timeout)
@@ -59,7 +62,9 @@ WRITE_PARTITION = """
 
 
 def _write_partition(database: Path, seed: int, pause: bool):
-    code = WRITE_PARTITION.replace("sys.argv[2]", repr(str(seed))).replace("sys.argv[3]", repr("pause" if pause else "go"))
+    code = WRITE_PARTITION.replace("sys.argv[2]", repr(str(seed))).replace(
+        "sys.argv[3]", repr("pause" if pause else "go")
+    )
     return _child(code, database, wait_for="WRITTEN" if pause else None)
 
 
@@ -105,11 +110,32 @@ INTERRUPTED_PROMOTION = """
 def test_a_promotion_killed_midway_leaves_alias_and_events_consistent(warehouse):
     with warehouse.connect() as conn:
         for _ in range(2):
-            registry.register_version(conn, model_name="m", model={}, split_id="s", run_id=None, params={}, features=[],
-                                      feature_spec_version="x", train_start=None, train_end=None, train_rows=1,
-                                      holdout_rows=1, metrics={})
-        registry.record_decision(conn, model_name="m", to_version="v1", expected_from=None, outcome="promoted",
-                                 trigger="manual", reason="first", gate_results={}, run_id=None)
+            registry.register_version(
+                conn,
+                model_name="m",
+                model={},
+                split_id="s",
+                run_id=None,
+                params={},
+                features=[],
+                feature_spec_version="x",
+                train_start=None,
+                train_end=None,
+                train_rows=1,
+                holdout_rows=1,
+                metrics={},
+            )
+        registry.record_decision(
+            conn,
+            model_name="m",
+            to_version="v1",
+            expected_from=None,
+            outcome="promoted",
+            trigger="manual",
+            reason="first",
+            gate_results={},
+            run_id=None,
+        )
     child = _child(INTERRUPTED_PROMOTION, Path(warehouse.database), wait_for="ALIAS_MOVED")
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
@@ -118,8 +144,17 @@ def test_a_promotion_killed_midway_leaves_alias_and_events_consistent(warehouse)
         events = registry.promotion_events(conn, "m")
         assert [e["to_version"] for e in events] == ["v1"]
         # and the same promotion, not interrupted, goes through
-        registry.record_decision(conn, model_name="m", to_version="v2", expected_from="v1", outcome="promoted",
-                                 trigger="manual", reason="again", gate_results={}, run_id=None)
+        registry.record_decision(
+            conn,
+            model_name="m",
+            to_version="v2",
+            expected_from="v1",
+            outcome="promoted",
+            trigger="manual",
+            reason="again",
+            gate_results={},
+            run_id=None,
+        )
         assert registry.champion(conn, "m").version_id == "v2"
         assert events[-1]["to_version"] == "v1" and len(registry.promotion_events(conn, "m")) == 2
 
@@ -134,19 +169,32 @@ HOSTILE = [
 
 
 def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, tmp_path):
-    rows = pd.DataFrame({
-        "coin_id": HOSTILE,
-        "symbol": [s[:12] for s in HOSTILE],
-        "observed_at": "2026-03-01T05:00:00Z",
-        "price": [1.0, 2.0, 3.0, 4.0, 5.0],
-    })
-    bad = pd.DataFrame({"coin_id": ["'); DELETE FROM raw.market_quarantine; --"], "symbol": ["EVIL"],
-                        "observed_at": ["2026-03-01T05:00:00Z"], "price": ["1; DROP TABLE x"]})
+    rows = pd.DataFrame(
+        {
+            "coin_id": HOSTILE,
+            "symbol": [s[:12] for s in HOSTILE],
+            "observed_at": "2026-03-01T05:00:00Z",
+            "price": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    bad = pd.DataFrame(
+        {
+            "coin_id": ["'); DELETE FROM raw.market_quarantine; --"],
+            "symbol": ["EVIL"],
+            "observed_at": ["2026-03-01T05:00:00Z"],
+            "price": ["1; DROP TABLE x"],
+        }
+    )
     path = tmp_path / "hostile.csv"
     pd.concat([rows, bad]).to_csv(path, index=False)
     source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], inject_anomalies=False))
-    result = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
-                            resources={"warehouse": warehouse, "market_source": source}, raise_on_error=False)
+    result = dg.materialize(
+        [ingestion.market_snapshots],
+        instance=instance,
+        partition_key=DAY,
+        resources={"warehouse": warehouse, "market_source": source},
+        raise_on_error=False,
+    )
     assert result.success
     stored = warehouse.query("SELECT coin_id, symbol, price FROM raw.market_snapshots ORDER BY price")
     assert stored["coin_id"].tolist() == HOSTILE
@@ -155,9 +203,21 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
     assert "DROP TABLE x" in quarantined["raw_record"].iloc[0]
     with warehouse.connect() as conn:
         for name in HOSTILE:
-            registry.register_version(conn, model_name=name, model={}, split_id=name, run_id=None, params={"p": name},
-                                      features=[name], feature_spec_version="x", train_start=None, train_end=None,
-                                      train_rows=1, holdout_rows=1, metrics={})
+            registry.register_version(
+                conn,
+                model_name=name,
+                model={},
+                split_id=name,
+                run_id=None,
+                params={"p": name},
+                features=[name],
+                feature_spec_version="x",
+                train_start=None,
+                train_end=None,
+                train_rows=1,
+                holdout_rows=1,
+                metrics={},
+            )
             assert registry.resolve(conn, name, "latest").params == {"p": name}
         with pytest.raises(registry.RegistryError, match="not valid"):
             registry.resolve(conn, HOSTILE[0], "v1; DELETE FROM registry.model_versions")
@@ -165,13 +225,24 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
 
 
 def test_an_unreadable_csv_file_is_said_in_the_run_and_the_others_land(warehouse, instance, tmp_path):
-    good = pd.DataFrame({"coin_id": ["bitcoin"] * 3, "symbol": ["BTC"] * 3, "price": [1.0, 2.0, 3.0],
-                         "observed_at": [f"2026-03-01T0{h}:00:00Z" for h in range(3)]})
+    good = pd.DataFrame(
+        {
+            "coin_id": ["bitcoin"] * 3,
+            "symbol": ["BTC"] * 3,
+            "price": [1.0, 2.0, 3.0],
+            "observed_at": [f"2026-03-01T0{h}:00:00Z" for h in range(3)],
+        }
+    )
     good.to_csv(tmp_path / "good.csv", index=False)
     (tmp_path / "export.csv").write_text("Date,Open,High,Low,Close\n2026-03-01 01-AM,1,2,0.5,1.5\n")  # no pair anywhere
     source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(tmp_path)], inject_anomalies=False))
-    result = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
-                            resources={"warehouse": warehouse, "market_source": source}, raise_on_error=False)
+    result = dg.materialize(
+        [ingestion.market_snapshots],
+        instance=instance,
+        partition_key=DAY,
+        resources={"warehouse": warehouse, "market_source": source},
+        raise_on_error=False,
+    )
     assert result.success
     assert warehouse.query("SELECT count(*) AS n FROM raw.market_snapshots")["n"].iloc[0] == 3
     metadata = result.asset_materializations_for_node("market_snapshots")[0].metadata
@@ -224,24 +295,45 @@ def test_the_api_key_never_appears_in_logs_metadata_or_errors(warehouse, instanc
     monkeypatch.setenv("COINGECKO_API_KEY", SECRET)
 
     def source(base_url: str) -> MarketSource:
-        return MarketSource(kind="coingecko", coingecko=CoinGeckoMarketConfig(
-            base_url=base_url, api_key=dg.EnvVar("COINGECKO_API_KEY"), coin_ids=["bitcoin", "ethereum"],
-            requests_per_minute=6000, max_attempts=1,
-        ))
+        return MarketSource(
+            kind="coingecko",
+            coingecko=CoinGeckoMarketConfig(
+                base_url=base_url,
+                api_key=dg.EnvVar("COINGECKO_API_KEY"),
+                coin_ids=["bitcoin", "ethereum"],
+                requests_per_minute=6000,
+                max_attempts=1,
+            ),
+        )
 
     with FakeCoinGecko(required_key=("x-cg-demo-api-key", SECRET)) as server:
-        ok = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
-                            resources={"warehouse": warehouse, "market_source": source(server.base_url)}, raise_on_error=False)
+        ok = dg.materialize(
+            [ingestion.market_snapshots],
+            instance=instance,
+            partition_key=DAY,
+            resources={"warehouse": warehouse, "market_source": source(server.base_url)},
+            raise_on_error=False,
+        )
         assert ok.success
         assert server.requests[0].headers.get("x-cg-demo-api-key") == SECRET  # the key was really used
     with FakeCoinGecko(required_key=("x-cg-demo-api-key", "a-different-key")) as server:
-        denied = dg.materialize([ingestion.market_snapshots], instance=instance, partition_key=DAY,
-                                resources={"warehouse": warehouse, "market_source": source(server.base_url)}, raise_on_error=False)
+        denied = dg.materialize(
+            [ingestion.market_snapshots],
+            instance=instance,
+            partition_key=DAY,
+            resources={"warehouse": warehouse, "market_source": source(server.base_url)},
+            raise_on_error=False,
+        )
         assert not denied.success
     error = denied.failure_data_for_node("market_snapshots").error
     assert "COINGECKO_API_KEY" in str(error)  # the error says which setting to fix...
     captured = capfd.readouterr()
-    everything = "\n".join([_everything_said(instance, ok), _everything_said(instance, denied), str(error), captured.out, captured.err])
+    everything = "\n".join(
+        [_everything_said(instance, ok), _everything_said(instance, denied), str(error), captured.out, captured.err]
+    )
     assert SECRET not in everything  # ...but never the key itself
-    snapshot = dg.Definitions(assets=[ingestion.market_snapshots], resources={"warehouse": warehouse, "market_source": source("http://127.0.0.1:9")})
+    snapshot = dg.Definitions(
+        assets=[ingestion.market_snapshots],
+        resources={"warehouse": warehouse, "market_source": source("http://127.0.0.1:9")},
+    )
     assert SECRET not in repr(snapshot.resources)

@@ -61,7 +61,9 @@ def test_failed_runs_are_logged_and_posted_to_the_webhook(instance, monkeypatch)
     def doomed():
         explode()
 
-    result = doomed.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/partition": "2026-03-14"})
+    result = doomed.execute_in_process(
+        instance=instance, raise_on_error=False, tags={"dagster/partition": "2026-03-14"}
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
 
@@ -70,7 +72,9 @@ def test_failed_runs_are_logged_and_posted_to_the_webhook(instance, monkeypatch)
     monkeypatch.setenv("CRYPTO_ASSETS_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
     try:
         context = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alert_sensor", dagster_event=failure, dagster_instance=instance,
+            sensor_name="run_failure_alert_sensor",
+            dagster_event=failure,
+            dagster_instance=instance,
             dagster_run=result.dagster_run,
         ).for_run_failure()
         run_failure_alert_sensor(context)

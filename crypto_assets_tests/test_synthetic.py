@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -9,7 +9,7 @@ from crypto_assets.market.schema import SNAPSHOT_COLUMN_NAMES
 from crypto_assets.market.synthetic import synthetic_window
 from crypto_assets.market.universe import default_universe
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_same_hour_and_seed_give_identical_rows_whatever_the_window():
@@ -21,7 +21,9 @@ def test_same_hour_and_seed_give_identical_rows_whatever_the_window():
     for column in ("price", "open", "high", "low", "volume_quote", "market_cap"):
         assert (merged[f"{column}_l"] == merged[f"{column}_s"]).all(), column
     again = synthetic_window(default_universe(5), 7, hour, hour + timedelta(hours=1), 0.01)
-    pd.testing.assert_frame_equal(short.snapshots.drop(columns="ingested_at"), again.snapshots.drop(columns="ingested_at"))
+    pd.testing.assert_frame_equal(
+        short.snapshots.drop(columns="ingested_at"), again.snapshots.drop(columns="ingested_at")
+    )
 
 
 def test_different_seed_gives_different_market():
@@ -67,7 +69,9 @@ def test_injected_anomalies_move_prices_and_volumes_as_labeled():
     base = synthetic_window(default_universe(20), 7, T0, T0 + timedelta(days=30), 0.0).snapshots
     altered = synthetic_window(default_universe(20), 7, T0, T0 + timedelta(days=30), 0.02)
     merged = altered.snapshots.merge(base, on=["coin_id", "observed_at"], suffixes=("", "_base"))
-    labeled = merged.merge(altered.ground_truth[["coin_id", "observed_at", "anomaly_kind"]], on=["coin_id", "observed_at"], how="left")
+    labeled = merged.merge(
+        altered.ground_truth[["coin_id", "observed_at", "anomaly_kind"]], on=["coin_id", "observed_at"], how="left"
+    )
     unlabeled = labeled[labeled["anomaly_kind"].isna()]
     assert (unlabeled["price"] == unlabeled["price_base"]).all()
     assert (unlabeled["volume_quote"] == unlabeled["volume_quote_base"]).all()
@@ -82,20 +86,36 @@ def test_injected_anomalies_move_prices_and_volumes_as_labeled():
 
 def test_injection_is_deterministic_on_replayed_data_and_independent_of_the_window():
     hours = pd.date_range("2021-01-01", periods=24 * 40, freq="h")
-    frame = pd.DataFrame({
-        "coin_id": "bitcoin", "symbol": "BTC", "observed_at": hours,
-        "price": 30_000.0, "open": 30_000.0, "high": 30_100.0, "low": 29_900.0, "volume_quote": 1e6,
-    })
+    frame = pd.DataFrame(
+        {
+            "coin_id": "bitcoin",
+            "symbol": "BTC",
+            "observed_at": hours,
+            "price": 30_000.0,
+            "open": 30_000.0,
+            "high": 30_100.0,
+            "low": 29_900.0,
+            "volume_quote": 1e6,
+        }
+    )
     full, truth_full = inject_anomalies(frame, seed=3, rate=0.02, source="csv")
     part, truth_part = inject_anomalies(frame.iloc[24 * 10 :], seed=3, rate=0.02, source="csv")
     assert len(truth_full) > 0
     later = truth_full[truth_full["observed_at"] >= hours[24 * 10 + 6]]
-    assert set(map(tuple, later[["observed_at", "anomaly_kind"]].values)) <= set(map(tuple, truth_part[["observed_at", "anomaly_kind"]].values))
+    assert set(map(tuple, later[["observed_at", "anomaly_kind"]].values)) <= set(
+        map(tuple, truth_part[["observed_at", "anomaly_kind"]].values)
+    )
 
 
 def test_windows_before_the_simulator_epoch_or_off_the_hour_are_refused():
     with pytest.raises(ValueError, match="starts at"):
-        synthetic_window(default_universe(2), 7, datetime(2019, 1, 1, tzinfo=timezone.utc), datetime(2019, 1, 2, tzinfo=timezone.utc), 0.0)
+        synthetic_window(
+            default_universe(2),
+            7,
+            datetime(2019, 1, 1, tzinfo=UTC),
+            datetime(2019, 1, 2, tzinfo=UTC),
+            0.0,
+        )
     with pytest.raises(ValueError, match="on the hour"):
         synthetic_window(default_universe(2), 7, T0 + timedelta(minutes=5), T0 + timedelta(hours=2), 0.0)
     with pytest.raises(ValueError, match="anomaly_rate"):

@@ -72,11 +72,30 @@ VIEWPORT = {"width": 1600, "height": 1000}
 STEP_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_S = 240.0
 ASSETS = [
-    "market_snapshots", "market_quarantine", "anomaly_ground_truth", "coin_features", "coin_labels", "training_splits",
-    "feature_drift", "anomaly_detector_candidate", "volatility_model_candidate", "anomaly_detector_evaluation",
-    "volatility_model_evaluation", "model_champions", "anomaly_scores", "volatility_forecasts", "prediction_outcomes",
+    "market_snapshots",
+    "market_quarantine",
+    "anomaly_ground_truth",
+    "coin_features",
+    "coin_labels",
+    "training_splits",
+    "feature_drift",
+    "anomaly_detector_candidate",
+    "volatility_model_candidate",
+    "anomaly_detector_evaluation",
+    "volatility_model_evaluation",
+    "model_champions",
+    "anomaly_scores",
+    "volatility_forecasts",
+    "prediction_outcomes",
 ]
-GATES = ["meets_metric_floor", "beats_baseline", "beats_champion", "sane_flag_rate", "no_nan_scores", "artifact_verified"]
+GATES = [
+    "meets_metric_floor",
+    "beats_baseline",
+    "beats_champion",
+    "sane_flag_rate",
+    "no_nan_scores",
+    "artifact_verified",
+]
 CHECK_STATUSES = {"Succeeded", "Failed", "Execution failed", "Skipped", "In progress", "Not evaluated"}
 OUTCOMES = {"promoted", "refused", "rolled_back"}
 
@@ -129,8 +148,10 @@ class Graph:
         if a is None or b is None:
             return False
         return any(
-            abs(e["x1"] - (a["x"] + a["w"])) <= tolerance and a["y"] <= e["y1"] <= a["y"] + a["h"]
-            and abs(e["x2"] - b["x"]) <= tolerance and b["y"] <= e["y2"] <= b["y"] + b["h"]
+            abs(e["x1"] - (a["x"] + a["w"])) <= tolerance
+            and a["y"] <= e["y1"] <= a["y"] + a["h"]
+            and abs(e["x2"] - b["x"]) <= tolerance
+            and b["y"] <= e["y2"] <= b["y"] + b["h"]
             for e in self.edges
         )
 
@@ -162,8 +183,13 @@ def screenshots_dir() -> Path:
 
 def open_browser(playwright, server: DagsterServer, user_data_dir: str):
     context = playwright.chromium.launch_persistent_context(
-        user_data_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport=VIEWPORT,
+        user_data_dir,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport=VIEWPORT,
     )
+
     # Never leave 127.0.0.1: anything else the page asks for is refused.
     def only_local(route):
         if route.request.url.startswith(server.url + "/") or route.request.url.startswith("data:"):
@@ -232,7 +258,9 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     try:
                         graph = wait_for_graph(page, ASSETS, timeout_s=10)
                     except AssertionError:  # the shortcut did not reach the graph: open the same view by its URL
-                        groups = ",".join(f"global@global:{g}" for g in ["ingestion", "features", "training", "evaluation", "serving"])
+                        groups = ",".join(
+                            f"global@global:{g}" for g in ["ingestion", "features", "training", "evaluation", "serving"]
+                        )
                         page.goto(f"{base}/asset-groups/?expanded={groups}")
                         graph = wait_for_graph(page, ASSETS)
                     for upstream, downstream in [
@@ -240,16 +268,29 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                         ("coin_features", "training_splits"),
                         ("anomaly_detector_evaluation", "model_champions"),
                     ]:
-                        assert graph.has_edge(upstream, downstream), f"no edge {upstream} -> {downstream}: {graph.describe()}"
+                        assert graph.has_edge(upstream, downstream), (
+                            f"no edge {upstream} -> {downstream}: {graph.describe()}"
+                        )
                     assert not graph.has_edge("coin_features", "market_snapshots")
                     shot(page, "global_lineage")
 
                     # 2. coin_features -> Lineage: its nearest neighbours, with full asset cards.
                     page.goto(f"{base}/assets/coin_features")
                     page.get_by_role("tab", name="Lineage", exact=True).click()
-                    graph = wait_for_graph(page, ["market_snapshots", "coin_features", "training_splits", "anomaly_scores", "volatility_forecasts"])
+                    graph = wait_for_graph(
+                        page,
+                        [
+                            "market_snapshots",
+                            "coin_features",
+                            "training_splits",
+                            "anomaly_scores",
+                            "volatility_forecasts",
+                        ],
+                    )
                     for downstream in ["training_splits", "anomaly_scores", "volatility_forecasts"]:
-                        assert graph.has_edge("coin_features", downstream), f"no edge coin_features -> {downstream}: {graph.describe()}"
+                        assert graph.has_edge("coin_features", downstream), (
+                            f"no edge coin_features -> {downstream}: {graph.describe()}"
+                        )
                     assert graph.has_edge("market_snapshots", "coin_features"), graph.describe()
                     expect(page.get_by_text("coin_features", exact=True).first).to_be_visible()
                     shot(page, "coin_features_lineage")
@@ -275,7 +316,9 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     launch.click()
                     toast = page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))
                     expect(toast).to_be_visible()
-                    page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View", exact=True)).first.click()
+                    page.get_by_role("link", name="View", exact=True).or_(
+                        page.get_by_role("button", name="View", exact=True)
+                    ).first.click()
                     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
                     run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
                     expect(page.get_by_text(f"partition: {partition}").first).to_be_visible()
@@ -293,8 +336,15 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     page.get_by_text(partition, exact=True).filter(visible=True).last.click()
                     page.wait_for_url(re.compile(r"partition="))
                     expect(page.get_by_text(run_id[:8], exact=True).first).to_be_visible()
-                    partition_metadata = {k: metadata_value(page, k) for k in ("dagster/row_count", "coins", "hours", "source")}
-                    assert partition_metadata == {"dagster/row_count": "480", "coins": "20", "hours": "24", "source": "synthetic"}, partition_metadata
+                    partition_metadata = {
+                        k: metadata_value(page, k) for k in ("dagster/row_count", "coins", "hours", "source")
+                    }
+                    assert partition_metadata == {
+                        "dagster/row_count": "480",
+                        "coins": "20",
+                        "hours": "24",
+                        "source": "synthetic",
+                    }, partition_metadata
                     shot(page, "market_snapshots_partition")
 
                     # 5. The evaluation's quality gates on its Checks tab.
@@ -309,7 +359,9 @@ def test_browse_materialize_and_inspect_in_the_ui(dagster_server: DagsterServer)
                     assert set(statuses.values()) <= CHECK_STATUSES, statuses
                     assert all(s in ("Succeeded", "Failed") for s in statuses.values()), statuses
                     page.locator('[title="meets_metric_floor"]').first.click()
-                    expect(page.get_by_text("This is a blocking asset check.").filter(visible=True).first).to_be_visible()
+                    expect(
+                        page.get_by_text("This is a blocking asset check.").filter(visible=True).first
+                    ).to_be_visible()
                     expect(page.get_by_text("Evaluation result").filter(visible=True).first).to_be_visible()
                     expected_result = "Passed" if statuses["meets_metric_floor"] == "Succeeded" else "Failed"
                     expect(page.get_by_text(expected_result, exact=True).first).to_be_visible()

@@ -52,7 +52,9 @@ def test_folds_predict_each_day_of_the_window_from_the_past_minus_the_embargo():
         assert fold.evaluate_end - fold.evaluate_start == timedelta(days=1)
         assert fold.evaluate_start - fold.train_end == timedelta(hours=LABEL_HORIZON_HOURS)
         assert fold.train_end - fold.train_start == timedelta(days=30)
-    assert folds[-1].name == REFIT and folds[-1].train_end == DAY + timedelta(days=1) and folds[-1].evaluate_start is None
+    assert (
+        folds[-1].name == REFIT and folds[-1].train_end == DAY + timedelta(days=1) and folds[-1].evaluate_start is None
+    )
 
 
 def test_no_fit_sees_an_hour_whose_label_reaches_into_the_day_it_predicts():

@@ -7,7 +7,7 @@ that model as a new version with its lineage, and (3) stores every out-of-time s
 ``ml.walk_forward_scores``, the evidence its evaluation's gates decide on.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -33,8 +33,12 @@ def candidate_key(family: ModelFamily) -> dg.AssetKey:
 
 def planned_folds(split: dict, train_days: int):
     """The walk-forward folds of a stored split, for a recipe reading ``train_days`` of history."""
-    return plan_folds(split["evaluation_end"] - timedelta(days=1), evaluation_days=(split["evaluation_end"] - split["evaluation_start"]).days,
-                      train_days=train_days, embargo_hours=split["embargo_hours"])
+    return plan_folds(
+        split["evaluation_end"] - timedelta(days=1),
+        evaluation_days=(split["evaluation_end"] - split["evaluation_start"]).days,
+        train_days=train_days,
+        embargo_hours=split["embargo_hours"],
+    )
 
 
 def load_split_frame(warehouse: Warehouse, family: ModelFamily, split_id: str, train_days: int):
@@ -44,25 +48,39 @@ def load_split_frame(warehouse: Warehouse, family: ModelFamily, split_id: str, t
         folds = planned_folds(split, train_days)
         earliest = min(f.train_start for f in folds)
         refuse_stale_features(conn, earliest, split["evaluation_end"])
-        frame = load_rows(conn, earliest, split["evaluation_end"], excluded=split["excluded_coins"],
-                          with_ground_truth=family.needs_ground_truth)
+        frame = load_rows(
+            conn,
+            earliest,
+            split["evaluation_end"],
+            excluded=split["excluded_coins"],
+            with_ground_truth=family.needs_ground_truth,
+        )
     return split, folds, frame
 
 
 def fold_table(family: ModelFamily, frame: "pd.DataFrame", folds, scores: "pd.DataFrame") -> "pd.DataFrame":
     """Per fold: what it trained on and what it predicted, with the candidate's PR-AUC on that day."""
     import pandas as pd
+
     from crypto_assets.ml.evidence import average_precision
 
     rows = []
     for fold in folds:
         train = family.usable_rows(rows_between(frame, fold.train_start, fold.train_end))
         predicted = scores[(scores["fold"] == fold.name) & (scores["role"] == CANDIDATE)]
-        rows.append({
-            "fold": fold.name, "train_from": f"{fold.train_start:%Y-%m-%d %H:%M}", "train_to": f"{fold.train_end:%Y-%m-%d %H:%M}",
-            "train_rows": len(train), "predicted_rows": len(predicted), "positives": int(predicted["truth"].sum()),
-            "pr_auc": average_precision(predicted["truth"].to_numpy(), predicted["score"].to_numpy()) if len(predicted) else float("nan"),
-        })
+        rows.append(
+            {
+                "fold": fold.name,
+                "train_from": f"{fold.train_start:%Y-%m-%d %H:%M}",
+                "train_to": f"{fold.train_end:%Y-%m-%d %H:%M}",
+                "train_rows": len(train),
+                "predicted_rows": len(predicted),
+                "positives": int(predicted["truth"].sum()),
+                "pr_auc": average_precision(predicted["truth"].to_numpy(), predicted["score"].to_numpy())
+                if len(predicted)
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -82,12 +100,15 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             "beside its baselines, then refit on the latest history and registered as a new version with its lineage."
         ),
     )
-    def _candidate(context: dg.AssetExecutionContext, config: config_class, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _candidate(
+        context: dg.AssetExecutionContext, config: config_class, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
         import pandas as pd
+
         split_id = context.partition_key
         params = config.model_dump()
         split, folds, frame = load_split_frame(warehouse, family, split_id, config.train_days)
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         scores = walk_forward(family, frame, folds, params)
         if scores.empty:
             raise dg.Failure(
@@ -99,13 +120,17 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             model, train = refit(family, frame, folds[-1], params)
         except ValueError as exc:
             raise dg.Failure(description=f"split {split_id}: cannot refit {family.name}: {exc}") from None
-        seconds = (datetime.now(timezone.utc) - started).total_seconds()
+        seconds = (datetime.now(UTC) - started).total_seconds()
         evaluated = scores[scores["role"] == CANDIDATE]
         evaluation_rows = family.usable_rows(rows_between(frame, split["evaluation_start"], split["evaluation_end"]))
         registered = evaluation_rows[["coin_id", "partition_hour"]].assign(
-            fold=REFIT, truth=family.truth(evaluation_rows), role=REGISTERED,
-            score=model.scores(evaluation_rows), flagged=model.flags(evaluation_rows),
+            fold=REFIT,
+            truth=family.truth(evaluation_rows),
+            role=REGISTERED,
+            score=model.scores(evaluation_rows),
+            flagged=model.flags(evaluation_rows),
         )
+
         def write_scores(version_id: str) -> None:
             stored = pd.concat([scores, registered], ignore_index=True).assign(
                 model_name=family.name, split_id=split_id, version_id=version_id
@@ -115,20 +140,33 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
         with warehouse.connect() as conn:
             version = registry.register_version(
                 conn,
-                model_name=family.name, model=model, split_id=split_id, run_id=context.run.run_id, params=params,
-                features=model.features, feature_spec_version=FEATURE_SPEC_VERSION,
-                train_start=folds[-1].train_start, train_end=folds[-1].train_end, train_rows=len(train),
+                model_name=family.name,
+                model=model,
+                split_id=split_id,
+                run_id=context.run.run_id,
+                params=params,
+                features=model.features,
+                feature_spec_version=FEATURE_SPEC_VERSION,
+                train_start=folds[-1].train_start,
+                train_end=folds[-1].train_end,
+                train_rows=len(train),
                 train_positives=int(family.truth(train).sum()),
                 training_frame_sha256=frame_sha256(train, model.features),
-                evaluation_start=split["evaluation_start"], evaluation_end=split["evaluation_end"],
-                holdout_rows=len(evaluated), evaluation_positives=int(evaluated["truth"].sum()),
+                evaluation_start=split["evaluation_start"],
+                evaluation_end=split["evaluation_end"],
+                holdout_rows=len(evaluated),
+                evaluation_positives=int(evaluated["truth"].sum()),
                 metrics={"walk_forward_and_refit_seconds": seconds, "threshold": model.threshold, **model.info},
                 write_evidence=write_scores,
             )
-        context.log.info(f"registered {family.name} {version.version_id} (sha256 {version.artifact_sha256[:12]}), "
-                         f"walk-forward over {evaluated['fold'].nunique()} of {len(folds) - 1} planned days, then refit, in {seconds:.1f}s")
+        context.log.info(
+            f"registered {family.name} {version.version_id} (sha256 {version.artifact_sha256[:12]}), "
+            f"walk-forward over {evaluated['fold'].nunique()} of {len(folds) - 1} planned days, then refit, in {seconds:.1f}s"
+        )
         explanations = {
-            name: markdown_preview(pd.DataFrame(sorted(values.items(), key=lambda kv: -kv[1])[:15], columns=["feature", name]), limit=15)
+            name: markdown_preview(
+                pd.DataFrame(sorted(values.items(), key=lambda kv: -kv[1])[:15], columns=["feature", name]), limit=15
+            )
             for name, values in family.explain(model, train).items()
         }
         return dg.MaterializeResult(

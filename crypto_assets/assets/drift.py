@@ -25,21 +25,21 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import duckdb
 from pydantic import Field, model_validator
 
+from crypto_assets import registry
 from crypto_assets.assets.splits import refuse_stale_features
 from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.partitions import daily_partitions
 from crypto_assets.report_server import report_url
-from crypto_assets import registry
 from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -65,27 +65,43 @@ _VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"
 
 
 class DriftConfig(dg.Config):
-    current_days: int = Field(default=1, ge=1, le=14, description="Days ending with the partition's day that are compared (current).")
-    reference_days: int = Field(default=14, ge=1, le=90, description="Days right before the current window they are compared with (reference).")
+    current_days: int = Field(
+        default=1, ge=1, le=14, description="Days ending with the partition's day that are compared (current)."
+    )
+    reference_days: int = Field(
+        default=14, ge=1, le=90, description="Days right before the current window they are compared with (reference)."
+    )
     method: Literal["wasserstein", "psi"] = Field(
-        default="wasserstein", description="Per-feature effect size: normed Wasserstein distance, or population stability index."
+        default="wasserstein",
+        description="Per-feature effect size: normed Wasserstein distance, or population stability index.",
     )
     calibrate_thresholds: bool = Field(
         default=True,
         description="Wasserstein only: each feature's threshold is the largest distance between a reference day and the rest of the reference (times calibration_margin).",
     )
     calibration_margin: float = Field(
-        default=1.5, ge=0.5, le=10.0, description="Multiplier on each calibrated threshold: how much further than the reference's own most unusual day a feature must move."
+        default=1.5,
+        ge=0.5,
+        le=10.0,
+        description="Multiplier on each calibrated threshold: how much further than the reference's own most unusual day a feature must move.",
     )
     feature_threshold: float = Field(
-        default=0.1, gt=0.0, description="A feature drifts when its effect size exceeds this (the floor under calibrated thresholds)."
+        default=0.1,
+        gt=0.0,
+        description="A feature drifts when its effect size exceeds this (the floor under calibrated thresholds).",
     )
-    per_feature_thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds for single features, overriding the others.")
+    per_feature_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Thresholds for single features, overriding the others."
+    )
     drift_share_threshold: float = Field(
-        default=0.25, gt=0.0, le=1.0, description="Dataset-level rule: drift is detected when at least this share of the features drifted."
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Dataset-level rule: drift is detected when at least this share of the features drifted.",
     )
     decisive_factor: float = Field(
-        default=3.0, gt=1.0,
+        default=3.0,
+        gt=1.0,
         description="Dataset-level rule, second part: one feature further than this many times its threshold is drift by itself (a frozen feed, a unit change).",
     )
     max_reference_rows: int = Field(
@@ -100,17 +116,24 @@ class DriftConfig(dg.Config):
         return self
 
     def rule(self) -> str:
-        per_feature = (f"{self.method} above the largest reference day's (x{self.calibration_margin:g}, at least {self.feature_threshold:g})"
-                       if self.calibrate_thresholds and self.method == "wasserstein" else f"{self.method} above {self.feature_threshold:g}")
-        return (f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features drift, or one is "
-                f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the {self.reference_days} before")
+        per_feature = (
+            f"{self.method} above the largest reference day's (x{self.calibration_margin:g}, at least {self.feature_threshold:g})"
+            if self.calibrate_thresholds and self.method == "wasserstein"
+            else f"{self.method} above {self.feature_threshold:g}"
+        )
+        return (
+            f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features drift, or one is "
+            f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the {self.reference_days} before"
+        )
 
     def detects(self, result: "DriftResult") -> bool:
         """The dataset-level rule on one comparison."""
         scored = result.features.dropna(subset=["drift_score", "threshold"])
         scored = scored[scored["threshold"] > 0]
         furthest = float((scored["drift_score"] / scored["threshold"]).max()) if len(scored) else 0.0
-        return result.drift_share >= self.drift_share_threshold or (self.method == "wasserstein" and furthest >= self.decisive_factor)
+        return result.drift_share >= self.drift_share_threshold or (
+            self.method == "wasserstein" and furthest >= self.decisive_factor
+        )
 
 
 def _normed_wasserstein(reference: "np.ndarray", current: "np.ndarray") -> float:
@@ -138,7 +161,9 @@ def calibrated_thresholds(reference: "pd.DataFrame", columns: list[str], config:
     """
     days = reference["partition_hour"].dt.floor("D")
     return {
-        column: max(config.feature_threshold, config.calibration_margin * _largest_day_distance(reference[column], days))
+        column: max(
+            config.feature_threshold, config.calibration_margin * _largest_day_distance(reference[column], days)
+        )
         for column in columns
     }
 
@@ -192,6 +217,7 @@ def parse_drift_snapshot(snapshot: dict) -> "tuple[pd.DataFrame, float, int]":
     distances above it). The share comes from the ``DriftedColumnsCount`` metric.
     """
     import pandas as pd
+
     drifted_by_metric = {
         test["metric_config"]["metric_id"]: _status(test["status"]) == "FAIL"
         for test in snapshot.get("tests", [])
@@ -204,26 +230,33 @@ def parse_drift_snapshot(snapshot: dict) -> "tuple[pd.DataFrame, float, int]":
             count, share = int(metric["value"]["count"]), float(metric["value"]["share"])
         elif config.get("type") == _VALUE_DRIFT_TYPE:
             if metric["id"] not in drifted_by_metric:
-                raise RuntimeError(f"Evidently snapshot has no drift test for column {config['column']!r}; was the report run with include_tests=True?")
+                raise RuntimeError(
+                    f"Evidently snapshot has no drift test for column {config['column']!r}; was the report run with include_tests=True?"
+                )
             score = metric["value"]
-            rows.append({
-                "feature": config["column"],
-                "drift_score": None if score is None or pd.isna(score) else float(score),
-                "stattest": config.get("method"),
-                "threshold": None if config.get("threshold") is None else float(config["threshold"]),
-                "drifted": drifted_by_metric[metric["id"]],
-            })
+            rows.append(
+                {
+                    "feature": config["column"],
+                    "drift_score": None if score is None or pd.isna(score) else float(score),
+                    "stattest": config.get("method"),
+                    "threshold": None if config.get("threshold") is None else float(config["threshold"]),
+                    "drifted": drifted_by_metric[metric["id"]],
+                }
+            )
     if share is None:
         raise RuntimeError("Evidently snapshot has no DriftedColumnsCount metric")
     return pd.DataFrame(rows, columns=["feature", "drift_score", "stattest", "threshold", "drifted"]), share, count
 
 
-def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: list[str], config: DriftConfig) -> DriftResult:
+def compute_drift(
+    reference: "pd.DataFrame", current: "pd.DataFrame", columns: list[str], config: DriftConfig
+) -> DriftResult:
     """Run Evidently's DataDriftPreset over ``columns`` (all numerical) with the config's method and thresholds.
 
     The reference is sampled deterministically. ``drift_share`` is Evidently's share of drifted features.
     """
     import pandas as pd
+
     max_reference_rows = config.max_reference_rows
     thresholds = {}
     if config.method == "wasserstein" and config.calibrate_thresholds and "partition_hour" in reference:
@@ -239,7 +272,9 @@ def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: l
     skipped = [c for c in columns if reference[c].notna().sum() == 0 or current[c].notna().sum() == 0]
     compared = [c for c in columns if c not in skipped]
     if not compared:
-        raise dg.Failure(description=f"no feature has values in both reference and current data (columns: {', '.join(columns)})")
+        raise dg.Failure(
+            description=f"no feature has values in both reference and current data (columns: {', '.join(columns)})"
+        )
 
     definition = DataDefinition(numerical_columns=compared)
     with warnings.catch_warnings():
@@ -249,7 +284,9 @@ def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: l
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"evidently\.")
         warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
         preset = DataDriftPreset(
-            columns=compared, method=config.method, threshold=config.feature_threshold,
+            columns=compared,
+            method=config.method,
+            threshold=config.feature_threshold,
             per_column_threshold={c: t for c, t in thresholds.items() if c in compared} or None,
         )
         snapshot = Report([preset], include_tests=True).run(
@@ -259,18 +296,30 @@ def compute_drift(reference: "pd.DataFrame", current: "pd.DataFrame", columns: l
     features, share, count = parse_drift_snapshot(snapshot.dict())
     if skipped:
         features = pd.concat(
-            [features, pd.DataFrame({"feature": skipped, "drift_score": None, "stattest": None, "threshold": None, "drifted": None})],
+            [
+                features,
+                pd.DataFrame(
+                    {"feature": skipped, "drift_score": None, "stattest": None, "threshold": None, "drifted": None}
+                ),
+            ],
             ignore_index=True,
         )
     return DriftResult(
-        features=features, drift_share=share, drifted_features=count, features_compared=len(compared),
-        reference_rows=len(reference), current_rows=len(current), skipped_features=skipped, snapshot=snapshot,
+        features=features,
+        drift_share=share,
+        drifted_features=count,
+        features_compared=len(compared),
+        reference_rows=len(reference),
+        current_rows=len(current),
+        skipped_features=skipped,
+        snapshot=snapshot,
     )
 
 
 def _severity(row) -> float:
     """How far past (>1) or short of (<1) its threshold a feature's score is, whatever the test's direction."""
     import pandas as pd
+
     score, threshold, drifted = row["drift_score"], row["threshold"], row["drifted"]
     if pd.isna(score) or pd.isna(threshold) or pd.isna(drifted) or threshold == 0:
         return float("nan")
@@ -283,7 +332,9 @@ def _severity(row) -> float:
 def top_drifted_table(features: "pd.DataFrame", limit: int = 10) -> dg.MarkdownMetadataValue:
     ranked = features.dropna(subset=["drifted"]).assign(severity=lambda f: f.apply(_severity, axis=1))
     ranked = ranked.sort_values(["drifted", "severity"], ascending=False)
-    return markdown_preview(ranked[["feature", "drift_score", "stattest", "threshold", "drifted", "severity"]], limit=limit)
+    return markdown_preview(
+        ranked[["feature", "drift_score", "stattest", "threshold", "drifted", "severity"]], limit=limit
+    )
 
 
 def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> "pd.DataFrame":
@@ -303,7 +354,14 @@ def _save_html(snapshot, path: Path) -> None:
 
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
-    deps=[dg.AssetDep("coin_features", partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-(90 + 14), end_offset=0, allow_nonexistent_upstream_partitions=True))],
+    deps=[
+        dg.AssetDep(
+            "coin_features",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-(90 + 14), end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
     partitions_def=daily_partitions,
     pool="duckdb_writer",
     group_name="training",
@@ -312,7 +370,9 @@ def _save_html(snapshot, path: Path) -> None:
     metadata={"dagster/table_name": "ml.feature_drift"},
     check_specs=[
         dg.AssetCheckSpec(
-            DRIFT_CHECK, asset=FEATURE_DRIFT_KEY, blocking=False,
+            DRIFT_CHECK,
+            asset=FEATURE_DRIFT_KEY,
+            blocking=False,
             description="The latest day does not drift from the weeks before it (fewer drifted features than the dataset-level rule allows).",
         ),
     ],
@@ -325,6 +385,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     warns; the drift sensor decides about retraining.
     """
     import pandas as pd
+
     split_id = context.partition_key
     current_end = utc_naive(context.partition_time_window.end)
     current_start = current_end - timedelta(days=config.current_days)
@@ -342,8 +403,10 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
             if champion is None or champion.lineage.train_start is None:
                 continue
             if champion.feature_spec_version != FEATURE_SPEC_VERSION:
-                context.log.warning(f"{family_name}: champion {champion.version_id} was trained on feature spec "
-                                    f"{champion.feature_spec_version}, not {FEATURE_SPEC_VERSION}: no comparison with its training rows")
+                context.log.warning(
+                    f"{family_name}: champion {champion.version_id} was trained on feature spec "
+                    f"{champion.feature_spec_version}, not {FEATURE_SPEC_VERSION}: no comparison with its training rows"
+                )
                 continue
             name = f"{CHAMPION_COMPARISON_PREFIX}{family_name}"
             windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
@@ -372,18 +435,32 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     main = results[RECENT_VS_REFERENCE]
     detected = config.detects(main)
 
-    now = utc_naive(datetime.now(timezone.utc))
-    feature_rows = pd.concat([r.features.assign(split_id=split_id, comparison=c) for c, r in results.items()], ignore_index=True)
-    summaries = pd.DataFrame([
-        {
-            "split_id": split_id, "comparison": c, "drift_share": r.drift_share, "drifted_features": r.drifted_features,
-            "features": r.features_compared, "reference_rows": r.reference_rows, "current_rows": r.current_rows,
-            "report_path": str(paths[c]), "created_at": now,
-            "reference_start": windows[c][0], "reference_end": windows[c][1], "current_start": current_start, "current_end": current_end,
-            "drift_detected": config.detects(r), "rule": config.rule(),
-        }
-        for c, r in results.items()
-    ])
+    now = utc_naive(datetime.now(UTC))
+    feature_rows = pd.concat(
+        [r.features.assign(split_id=split_id, comparison=c) for c, r in results.items()], ignore_index=True
+    )
+    summaries = pd.DataFrame(
+        [
+            {
+                "split_id": split_id,
+                "comparison": c,
+                "drift_share": r.drift_share,
+                "drifted_features": r.drifted_features,
+                "features": r.features_compared,
+                "reference_rows": r.reference_rows,
+                "current_rows": r.current_rows,
+                "report_path": str(paths[c]),
+                "created_at": now,
+                "reference_start": windows[c][0],
+                "reference_end": windows[c][1],
+                "current_start": current_start,
+                "current_end": current_end,
+                "drift_detected": config.detects(r),
+                "rule": config.rule(),
+            }
+            for c, r in results.items()
+        ]
+    )
     with warehouse.connect() as conn, transaction(conn):
         conn.execute("DELETE FROM ml.feature_drift WHERE split_id = ?", [split_id])
         conn.execute("DELETE FROM ml.drift_summaries WHERE split_id = ?", [split_id])
@@ -401,7 +478,17 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         "reference_window": f"{reference_start:%Y-%m-%d %H:%M} .. {current_start:%Y-%m-%d %H:%M} UTC ({main.reference_rows} rows, sampled)",
         "drifted": top_drifted_table(main.features, limit=len(main.features)),
         "comparisons": markdown_preview(
-            summaries[["comparison", "drift_share", "drifted_features", "features", "drift_detected", "reference_start", "reference_end"]],
+            summaries[
+                [
+                    "comparison",
+                    "drift_share",
+                    "drifted_features",
+                    "features",
+                    "drift_detected",
+                    "reference_start",
+                    "reference_end",
+                ]
+            ],
             limit=len(summaries),
         ),
         "report": dg.MetadataValue.path(str(paths[RECENT_VS_REFERENCE])),
@@ -409,7 +496,9 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     for comparison, path in paths.items():
         url = report_url(path.name)
         if url:
-            metadata["report_url" if comparison == RECENT_VS_REFERENCE else f"report_url/{comparison}"] = dg.MetadataValue.url(url)
+            metadata["report_url" if comparison == RECENT_VS_REFERENCE else f"report_url/{comparison}"] = (
+                dg.MetadataValue.url(url)
+            )
     for comparison in results:
         if comparison != RECENT_VS_REFERENCE:
             metadata[f"drift_share/{comparison}"] = float(results[comparison].drift_share)
@@ -424,8 +513,12 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
                 check_name=DRIFT_CHECK,
                 passed=not detected,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"drift_share": float(main.drift_share), "drift_share_threshold": float(config.drift_share_threshold),
-                          "drifted_features": int(main.drifted_features), "features_compared": int(main.features_compared)},
+                metadata={
+                    "drift_share": float(main.drift_share),
+                    "drift_share_threshold": float(config.drift_share_threshold),
+                    "drifted_features": int(main.drifted_features),
+                    "features_compared": int(main.features_compared),
+                },
                 description=(
                     f"{main.drifted_features} of {main.features_compared} features drifted (share {main.drift_share:.3f}); rule: {config.rule()}"
                 ),

@@ -71,9 +71,24 @@ def time_pieces(start: datetime, end: datetime, step: timedelta) -> list[tuple[d
         "feature_spec_version": FEATURE_SPEC_VERSION,
     },
     check_specs=[
-        dg.AssetCheckSpec(FEATURES_SCHEMA_CHECK, asset=FEATURES_KEY, blocking=True, description="The table's columns are exactly the feature spec's."),
-        dg.AssetCheckSpec(FEATURES_COMPLETE_CHECK, asset=FEATURES_KEY, blocking=True, description="Exactly one feature row per snapshot row."),
-        dg.AssetCheckSpec(FEATURES_FINITE_CHECK, asset=FEATURES_KEY, blocking=True, description="No feature is +inf, -inf or NaN (NULL is allowed: models impute it)."),
+        dg.AssetCheckSpec(
+            FEATURES_SCHEMA_CHECK,
+            asset=FEATURES_KEY,
+            blocking=True,
+            description="The table's columns are exactly the feature spec's.",
+        ),
+        dg.AssetCheckSpec(
+            FEATURES_COMPLETE_CHECK,
+            asset=FEATURES_KEY,
+            blocking=True,
+            description="Exactly one feature row per snapshot row.",
+        ),
+        dg.AssetCheckSpec(
+            FEATURES_FINITE_CHECK,
+            asset=FEATURES_KEY,
+            blocking=True,
+            description="No feature is +inf, -inf or NaN (NULL is allowed: models impute it).",
+        ),
     ],
 )
 def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -86,19 +101,28 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     # A long backfill computes FEATURE_CHUNK_DAYS at a time: an hour's features depend only on the
     # LOOKBACK_HOURS before it, so the rows are the same, and DuckDB's window state stays bounded.
     pieces = [
-        {"read_start": piece_start - timedelta(hours=LOOKBACK_HOURS), "start": piece_start, "end": piece_end,
-         "feature_spec_version": FEATURE_SPEC_VERSION}
+        {
+            "read_start": piece_start - timedelta(hours=LOOKBACK_HOURS),
+            "start": piece_start,
+            "end": piece_end,
+            "feature_spec_version": FEATURE_SPEC_VERSION,
+        }
         for piece_start, piece_end in time_pieces(start, end, timedelta(days=FEATURE_CHUNK_DAYS))
     ]
     with warehouse.connect() as conn:
         with transaction(conn):
             replace_window_with_query(
-                conn, "features.coin_features",
+                conn,
+                "features.coin_features",
                 f"SELECT *, $feature_spec_version AS feature_spec_version FROM ({FEATURES_SQL})",
-                pieces, column="partition_hour", start=start, end=end,
+                pieces,
+                column="partition_hour",
+                start=start,
+                end=end,
             )
-        stats = conn.execute(
-            f"""
+        stats = (
+            conn.execute(
+                f"""
             SELECT count(*) AS feature_rows, count(DISTINCT coin_id) AS coins,
                    count(*) FILTER (WHERE in_warmup) AS rows_in_warmup,
                    count(*) FILTER (WHERE missing_hours_24h > 0) AS rows_after_gaps,
@@ -106,8 +130,11 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
                    {", ".join(f"count(*) FILTER (WHERE NOT isfinite({name})) AS {name}" for name in FEATURE_NAMES)}
             FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end
             """,
-            {"start": start, "end": end},
-        ).df().iloc[0]
+                {"start": start, "end": end},
+            )
+            .df()
+            .iloc[0]
+        )
         preview = conn.execute(
             """
             SELECT symbol, partition_hour, ret_1h, rv_24h, rsi_14, macd_hist, bb_pct_b, volume_zscore_24h, in_warmup
@@ -117,9 +144,11 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
             """,
             {"start": start, "end": end},
         ).df()
-        table_columns = set(conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
-        ).fetchall())
+        table_columns = set(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
+            ).fetchall()
+        )
     expected_columns = {(name, duck_type) for name, duck_type, _ in feature_table_columns()}
     infinite = {name: int(stats[name]) for name in FEATURE_NAMES if stats[name] > 0}
     yield dg.MaterializeResult(
@@ -135,7 +164,10 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
             dg.AssetCheckResult(
                 check_name=FEATURES_SCHEMA_CHECK,
                 passed=table_columns == expected_columns,
-                metadata={"unexpected_or_missing": ", ".join(f"{n} {t}" for n, t in sorted(table_columns ^ expected_columns)) or "none"},
+                metadata={
+                    "unexpected_or_missing": ", ".join(f"{n} {t}" for n, t in sorted(table_columns ^ expected_columns))
+                    or "none"
+                },
             ),
             dg.AssetCheckResult(
                 check_name=FEATURES_COMPLETE_CHECK,
@@ -145,8 +177,10 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
             dg.AssetCheckResult(
                 check_name=FEATURES_FINITE_CHECK,
                 passed=not infinite,
-                metadata={"non_finite_values": sum(infinite.values()),
-                          "by_feature": ", ".join(f"{k}: {v}" for k, v in infinite.items()) or "none"},
+                metadata={
+                    "non_finite_values": sum(infinite.values()),
+                    "by_feature": ", ".join(f"{k}: {v}" for k, v in infinite.items()) or "none",
+                },
             ),
         ],
     )
@@ -172,7 +206,12 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     owners=["team:ml-platform"],
     metadata={"dagster/column_schema": column_schema(LABEL_COLUMNS), "dagster/table_name": "features.coin_labels"},
     check_specs=[
-        dg.AssetCheckSpec(LABELS_NO_LEAK_CHECK, asset=LABELS_KEY, blocking=True, description="No label column appears in the feature table."),
+        dg.AssetCheckSpec(
+            LABELS_NO_LEAK_CHECK,
+            asset=LABELS_KEY,
+            blocking=True,
+            description="No label column appears in the feature table.",
+        ),
     ],
 )
 def coin_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -192,7 +231,9 @@ def coin_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     }
     with warehouse.connect() as conn:
         with transaction(conn):
-            replace_window_with_query(conn, "features.coin_labels", LABELS_SQL, params, column="partition_hour", start=start, end=end)
+            replace_window_with_query(
+                conn, "features.coin_labels", LABELS_SQL, params, column="partition_hour", start=start, end=end
+            )
         counts = conn.execute(
             """
             SELECT count(*) AS labels, count(volatility_spike) AS labeled, avg(volatility_spike::DOUBLE) AS spike_rate
@@ -200,9 +241,12 @@ def coin_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
             """,
             [start, end],
         ).fetchone()
-        feature_columns = {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
-        ).fetchall()}
+        feature_columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
+            ).fetchall()
+        }
     label_only = {name for name, _, _ in LABEL_COLUMNS} - {"coin_id", "partition_hour"}
     rows, labeled, spike_rate = counts
     yield dg.MaterializeResult(

@@ -6,8 +6,7 @@ snapshots so no model can see it). Partitions are days; the open day holds the h
 ended so far, and each hourly run replaces the whole day with what the source says now.
 """
 
-
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -39,12 +38,20 @@ FRESHNESS_CHECK = "live_freshness"
 MAX_LIVE_STALENESS = timedelta(minutes=90)
 
 _CHECK_SPECS = [
-    dg.AssetCheckSpec(SCHEMA_CHECK, asset=SNAPSHOTS, blocking=True, description="Columns and types match the unified snapshot schema."),
+    dg.AssetCheckSpec(
+        SCHEMA_CHECK, asset=SNAPSHOTS, blocking=True, description="Columns and types match the unified snapshot schema."
+    ),
     dg.AssetCheckSpec(PRICES_CHECK, asset=SNAPSHOTS, blocking=True, description="No null, zero or negative price."),
-    dg.AssetCheckSpec(UNIQUE_CHECK, asset=SNAPSHOTS, blocking=True, description="At most one row per coin and observation time."),
-    dg.AssetCheckSpec(WINDOW_CHECK, asset=SNAPSHOTS, blocking=True, description="Every observed_at lies inside its partition's hour."),
+    dg.AssetCheckSpec(
+        UNIQUE_CHECK, asset=SNAPSHOTS, blocking=True, description="At most one row per coin and observation time."
+    ),
+    dg.AssetCheckSpec(
+        WINDOW_CHECK, asset=SNAPSHOTS, blocking=True, description="Every observed_at lies inside its partition's hour."
+    ),
     dg.AssetCheckSpec(COVERAGE_CHECK, asset=SNAPSHOTS, description="Every hour covers the configured coin universe."),
-    dg.AssetCheckSpec(FRESHNESS_CHECK, asset=SNAPSHOTS, description="A live source delivered data for the latest hour."),
+    dg.AssetCheckSpec(
+        FRESHNESS_CHECK, asset=SNAPSHOTS, description="A live source delivered data for the latest hour."
+    ),
 ]
 
 
@@ -56,7 +63,10 @@ _CHECK_SPECS = [
             group_name="ingestion",
             kinds={"duckdb", "python"},
             owners=["team:ml-platform"],
-            metadata={"dagster/column_schema": column_schema(SNAPSHOT_COLUMNS), "dagster/table_name": "raw.market_snapshots"},
+            metadata={
+                "dagster/column_schema": column_schema(SNAPSHOT_COLUMNS),
+                "dagster/table_name": "raw.market_snapshots",
+            },
         ),
         dg.AssetSpec(
             QUARANTINE,
@@ -64,7 +74,10 @@ _CHECK_SPECS = [
             group_name="ingestion",
             kinds={"duckdb", "python"},
             owners=["team:ml-platform"],
-            metadata={"dagster/column_schema": column_schema(QUARANTINE_COLUMNS), "dagster/table_name": "raw.market_quarantine"},
+            metadata={
+                "dagster/column_schema": column_schema(QUARANTINE_COLUMNS),
+                "dagster/table_name": "raw.market_quarantine",
+            },
         ),
         dg.AssetSpec(
             GROUND_TRUTH,
@@ -72,7 +85,10 @@ _CHECK_SPECS = [
             group_name="ingestion",
             kinds={"duckdb", "python"},
             owners=["team:ml-platform"],
-            metadata={"dagster/column_schema": column_schema(GROUND_TRUTH_COLUMNS), "dagster/table_name": "raw.anomaly_ground_truth"},
+            metadata={
+                "dagster/column_schema": column_schema(GROUND_TRUTH_COLUMNS),
+                "dagster/table_name": "raw.anomaly_ground_truth",
+            },
         ),
     ],
     check_specs=_CHECK_SPECS,
@@ -85,7 +101,9 @@ def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, ma
     window = context.partition_time_window
     start, end = observed_window(window)
     batch = market_source.fetch(start, end) if end > start else SourceBatch()
-    context.log.info(f"{market_source.kind}: {len(batch.snapshots)} snapshots, {len(batch.quarantine)} quarantined for {start}..{end}")
+    context.log.info(
+        f"{market_source.kind}: {len(batch.snapshots)} snapshots, {len(batch.quarantine)} quarantined for {start}..{end}"
+    )
     for warning in batch.warnings:
         context.log.warning(f"{market_source.kind}: {warning}")
     with warehouse.connect() as conn:
@@ -225,10 +243,13 @@ def check_coverage(
 ) -> dg.AssetCheckResult:
     """Every hour should hold every expected coin; for replayed files, every coin seen in the window."""
     if expected_coins is None:
-        expected_coins = [r[0] for r in conn.execute(
-            "SELECT DISTINCT coin_id FROM raw.market_snapshots WHERE partition_hour >= ? AND partition_hour < ?",
-            _bounds(start, end),
-        ).fetchall()]
+        expected_coins = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT coin_id FROM raw.market_snapshots WHERE partition_hour >= ? AND partition_hour < ?",
+                _bounds(start, end),
+            ).fetchall()
+        ]
     hours = int((utc_naive(end) - utc_naive(start)).total_seconds() // 3600)
     per_coin = conn.execute(
         """
@@ -249,7 +270,12 @@ def check_coverage(
         check_name=COVERAGE_CHECK,
         passed=gaps.empty and bool(expected_coins),
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"coverage": coverage, "expected_coins": len(expected_coins), "coins_with_gaps": len(gaps), "gaps": markdown_preview(gaps)},
+        metadata={
+            "coverage": coverage,
+            "expected_coins": len(expected_coins),
+            "coins_with_gaps": len(gaps),
+            "gaps": markdown_preview(gaps),
+        },
     )
 
 
@@ -257,7 +283,7 @@ def check_freshness(
     conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, *, live: bool, now: datetime | None = None
 ) -> dg.AssetCheckResult:
     """For a live source, the run covering the latest hour must have data from that hour."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if not live or end < now - timedelta(hours=2):
         return dg.AssetCheckResult(
             asset_key=SNAPSHOTS,
@@ -275,7 +301,11 @@ def check_freshness(
         check_name=FRESHNESS_CHECK,
         passed=latest is not None and lag_minutes <= MAX_LIVE_STALENESS.total_seconds() / 60,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"applicable": True, "latest_observed_at": str(latest), "lag_minutes": lag_minutes if lag_minutes is not None else -1.0},
+        metadata={
+            "applicable": True,
+            "latest_observed_at": str(latest),
+            "lag_minutes": lag_minutes if lag_minutes is not None else -1.0,
+        },
     )
 
 

@@ -11,7 +11,7 @@ Every path verifies the artifact's sha256 before it can become champion.
 """
 
 import json
-from typing import Literal, TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -25,7 +25,7 @@ from crypto_assets.ml.families import FAMILIES_BY_NAME, MODEL_FAMILIES
 from crypto_assets.warehouse import Warehouse
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    import pandas as pd
+    pass
 
 CHAMPION_KEY = dg.AssetKey("model_champions")
 ModelName = Literal[tuple(FAMILIES_BY_NAME)]  # type: ignore[valid-type]
@@ -34,15 +34,20 @@ ModelName = Literal[tuple(FAMILIES_BY_NAME)]  # type: ignore[valid-type]
 class ChampionConfig(dg.Config):
     model_name: ModelName = Field(description="Which model's champion to decide.")  # type: ignore[valid-type]
     action: Literal["apply_gates", "promote", "rollback"] = Field(
-        default="apply_gates", description="apply_gates: the sensor's automatic decision; promote / rollback: a person's."
+        default="apply_gates",
+        description="apply_gates: the sensor's automatic decision; promote / rollback: a person's.",
     )
     version: str = Field(
         default="latest",
         description="For promote: champion, latest, latest-N or a version id like v3. For rollback: 'previous' or a version.",
     )
-    reason: str = Field(default="", description="Why: required for promote and rollback, recorded in the promotion event.")
+    reason: str = Field(
+        default="", description="Why: required for promote and rollback, recorded in the promotion event."
+    )
     split_id: str | None = Field(default=None, description="apply_gates: the evaluated day.")
-    evaluation_run_id: str | None = Field(default=None, description="apply_gates: the run that evaluated the candidate.")
+    evaluation_run_id: str | None = Field(
+        default=None, description="apply_gates: the run that evaluated the candidate."
+    )
 
 
 def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: str) -> dict[str, str | None]:
@@ -54,7 +59,9 @@ def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: 
         if evaluation is None or evaluation.asset_key != key or evaluation.check_name not in results:
             continue
         outcome = evaluation.metadata.get("outcome")
-        results[evaluation.check_name] = outcome.value if outcome is not None else ("passed" if evaluation.passed else "failed")
+        results[evaluation.check_name] = (
+            outcome.value if outcome is not None else ("passed" if evaluation.passed else "failed")
+        )
     return results
 
 
@@ -79,7 +86,8 @@ def gate_evidence(conn, model_name: str, split_id: str, version_id: str) -> list
 def evaluation_metadata(instance: dg.DagsterInstance, model_name: str, split_id: str, run_id: str) -> dict:
     """The metadata the evaluation run recorded for that day (candidate and champion versions, metrics)."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=evaluation_key(FAMILIES_BY_NAME[model_name]), asset_partitions=[split_id]), limit=50
+        dg.AssetRecordsFilter(asset_key=evaluation_key(FAMILIES_BY_NAME[model_name]), asset_partitions=[split_id]),
+        limit=50,
     ).records
     record = next((r for r in records if r.run_id == run_id), None)
     if record is None:
@@ -102,25 +110,36 @@ def decide(conn, instance: dg.DagsterInstance, config: ChampionConfig, run_id: s
             raise dg.Failure(f"gates not evaluated yet in run {config.evaluation_run_id}: {', '.join(pending)}")
         evaluated = evaluation_metadata(instance, name, config.split_id, config.evaluation_run_id)
         candidate_id = evaluated["candidate_version"]
-        evaluated_against = None if evaluated.get("champion_version", "none") == "none" else evaluated["champion_version"]
+        evaluated_against = (
+            None if evaluated.get("champion_version", "none") == "none" else evaluated["champion_version"]
+        )
         evidence = gate_evidence(conn, name, config.split_id, candidate_id)
         failed = [f"{g} {gates[g]}" for g in GATES if gates[g] != PASSED]
         if failed:
-            reason = (f"{candidate_id} refused on {config.split_id}: {', '.join(failed)}. Evidence: "
-                      + ("; ".join(evidence) or "none recorded"))
+            reason = f"{candidate_id} refused on {config.split_id}: {', '.join(failed)}. Evidence: " + (
+                "; ".join(evidence) or "none recorded"
+            )
             return _record(conn, name, None, current_id, "refused", "sensor", reason, gates, run_id)
         if candidate_id == current_id:
-            return _record(conn, name, None, current_id, "refused", "sensor", f"{candidate_id} is already champion", gates, run_id)
+            return _record(
+                conn, name, None, current_id, "refused", "sensor", f"{candidate_id} is already champion", gates, run_id
+            )
         if evaluated_against != current_id:
-            reason = (f"{candidate_id} was evaluated against {evaluated_against or 'no champion'}, "
-                      f"but the champion is now {current_id or 'none'}; re-run the evaluation")
+            reason = (
+                f"{candidate_id} was evaluated against {evaluated_against or 'no champion'}, "
+                f"but the champion is now {current_id or 'none'}; re-run the evaluation"
+            )
             return _record(conn, name, None, current_id, "refused", "sensor", reason, gates, run_id)
         candidate = registry.resolve(conn, name, candidate_id)
         registry.load_artifact(conn, candidate)  # refuses a tampered artifact before it can serve
-        reason = (f"{candidate_id} passed every gate on {config.split_id} "
-                  f"({evaluated.get('evaluation_positives', '?')} positives in {evaluated.get('evaluation_rows', '?')} out-of-time rows, "
-                  f"{evaluated.get('evaluation_window', '')}): " + "; ".join(evidence)
-                  + ("" if current_id else " (first champion)") + f". Champion: {evaluated.get('champion_comparison', '')}")
+        reason = (
+            f"{candidate_id} passed every gate on {config.split_id} "
+            f"({evaluated.get('evaluation_positives', '?')} positives in {evaluated.get('evaluation_rows', '?')} out-of-time rows, "
+            f"{evaluated.get('evaluation_window', '')}): "
+            + "; ".join(evidence)
+            + ("" if current_id else " (first champion)")
+            + f". Champion: {evaluated.get('champion_comparison', '')}"
+        )
         return _record(conn, name, candidate_id, current_id, "promoted", "sensor", reason, gates, run_id)
 
     if not config.reason.strip():
@@ -173,8 +192,15 @@ def _recorded_gates(conn, name: str, version_id: str) -> dict:
 
 def _record(conn, name, to_version, current_id, outcome, trigger, reason, gates, run_id) -> dict:
     return registry.record_decision(
-        conn, model_name=name, to_version=to_version, expected_from=current_id, outcome=outcome,
-        trigger=trigger, reason=reason, gate_results=gates, run_id=run_id,
+        conn,
+        model_name=name,
+        to_version=to_version,
+        expected_from=current_id,
+        outcome=outcome,
+        trigger=trigger,
+        reason=reason,
+        gate_results=gates,
+        run_id=run_id,
     )
 
 
@@ -186,13 +212,16 @@ def _record(conn, name, to_version, current_id, outcome, trigger, reason, gates,
     kinds={"duckdb", "python"},
     owners=["team:ml-platform"],
 )
-def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+def model_champions(
+    context: dg.AssetExecutionContext, config: ChampionConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
     """The current champion of each model, and the decision that was just made about it.
 
     Each materialization is one decision (promoted, rolled back or refused) with from/to versions,
     the reason and the gate results; registry.promotion_events keeps them all.
     """
     import pandas as pd
+
     with warehouse.connect() as conn:
         event = decide(conn, context.instance, config, context.run.run_id)
         champions = conn.execute(
@@ -210,7 +239,9 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
             [config.model_name],
         ).df()
     gates = json.loads(event["gate_results"])
-    context.log.info(f"{config.model_name}: {event['outcome']} ({event['from_version']} -> {event['to_version']}): {event['reason']}")
+    context.log.info(
+        f"{config.model_name}: {event['outcome']} ({event['from_version']} -> {event['to_version']}): {event['reason']}"
+    )
     return dg.MaterializeResult(
         metadata={
             "model_name": config.model_name,
@@ -218,7 +249,8 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
             "trigger": event["trigger"],
             "from_version": event["from_version"] or "none",
             "to_version": event["to_version"] or "none",
-            "champion_version": (event["to_version"] if event["outcome"] != "refused" else event["from_version"]) or "none",
+            "champion_version": (event["to_version"] if event["outcome"] != "refused" else event["from_version"])
+            or "none",
             "reason": event["reason"],
             "evaluation_run_id": config.evaluation_run_id or "none",
             "gate_results": markdown_preview(pd.DataFrame([{"gate": k, "outcome": v} for k, v in gates.items()]))
@@ -231,7 +263,13 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
 
 
 def _job_config(action: str, version: str, reason: str) -> dict:
-    return {"ops": {"model_champions": {"config": {"model_name": MODEL_FAMILIES[0].name, "action": action, "version": version, "reason": reason}}}}
+    return {
+        "ops": {
+            "model_champions": {
+                "config": {"model_name": MODEL_FAMILIES[0].name, "action": action, "version": version, "reason": reason}
+            }
+        }
+    }
 
 
 champion_gate_job = dg.define_asset_job(
@@ -253,7 +291,9 @@ rollback_model_job = dg.define_asset_job(
 )
 
 
-def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int]) -> tuple[list[dg.RunRequest], dict[str, int]]:
+def promotion_run_requests(
+    instance: dg.DagsterInstance, cursor: dict[str, int]
+) -> tuple[list[dg.RunRequest], dict[str, int]]:
     """Run requests for every evaluation materialized after ``cursor`` whose gates have all been evaluated.
 
     ``cursor`` maps model name -> last handled storage id. An evaluation whose gate checks are
@@ -264,7 +304,10 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
     # (model, evaluation run) pairs already decided (by this sensor, or by the quickstart running the
     # same job). Per model: one training run evaluates both models, and deciding one is not the other.
     decided = {
-        (r.asset_materialization.metadata["model_name"].value, r.asset_materialization.metadata["evaluation_run_id"].value)
+        (
+            r.asset_materialization.metadata["model_name"].value,
+            r.asset_materialization.metadata["evaluation_run_id"].value,
+        )
         for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
         if {"model_name", "evaluation_run_id"} <= set(r.asset_materialization.metadata)
     }
@@ -286,10 +329,18 @@ def promotion_run_requests(instance: dg.DagsterInstance, cursor: dict[str, int])
                 dg.RunRequest(
                     run_key=f"{family.name}:{record.run_id}:{split_id}",
                     job_name=champion_gate_job.name,
-                    run_config={"ops": {"model_champions": {"config": {
-                        "model_name": family.name, "action": "apply_gates", "split_id": split_id,
-                        "evaluation_run_id": record.run_id,
-                    }}}},
+                    run_config={
+                        "ops": {
+                            "model_champions": {
+                                "config": {
+                                    "model_name": family.name,
+                                    "action": "apply_gates",
+                                    "split_id": split_id,
+                                    "evaluation_run_id": record.run_id,
+                                }
+                            }
+                        }
+                    },
                     tags={"crypto_assets/trigger": "sensor", "crypto_assets/model": family.name},
                 )
             )

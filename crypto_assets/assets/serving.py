@@ -8,7 +8,7 @@ hour: re-running a day keeps it, so a forecast made within ``LIVE_WITHIN`` of it
 from the live record.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -25,7 +25,7 @@ from crypto_assets.partitions import daily_data_partitions
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    import pandas as pd
+    pass
 
 SCORE_TABLES = {"anomaly_detector": "anomaly_scores", "volatility_model": "volatility_forecasts"}
 OUTCOMES_KEY = dg.AssetKey("prediction_outcomes")
@@ -48,11 +48,17 @@ def scorers(conn, family: ModelFamily) -> tuple[list[tuple[str, registry.ModelVe
     if champion is None:
         notes.append(f"no {family.name} champion yet: nothing served (train, evaluate and promote one first)")
     elif champion.feature_spec_version != FEATURE_SPEC_VERSION:
-        notes.append(f"champion {champion.version_id} was trained on feature spec {champion.feature_spec_version}, "
-                     f"features are now {FEATURE_SPEC_VERSION}: retrain before scoring")
+        notes.append(
+            f"champion {champion.version_id} was trained on feature spec {champion.feature_spec_version}, "
+            f"features are now {FEATURE_SPEC_VERSION}: retrain before scoring"
+        )
     else:
         pairs.append((CHAMPION_ROLE, champion))
-    if latest is not None and latest.feature_spec_version == FEATURE_SPEC_VERSION and (champion is None or latest.version_id != champion.version_id):
+    if (
+        latest is not None
+        and latest.feature_spec_version == FEATURE_SPEC_VERSION
+        and (champion is None or latest.version_id != champion.version_id)
+    ):
         pairs.append((SHADOW_ROLE, latest))
     return pairs, notes
 
@@ -77,15 +83,18 @@ def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefini
     )
     def _scores(context: dg.AssetExecutionContext, warehouse: Warehouse):
         import pandas as pd
+
         window = context.partition_time_window
         start, end = utc_naive(window.start), utc_naive(window.end)
-        now = utc_naive(datetime.now(timezone.utc))
+        now = utc_naive(datetime.now(UTC))
         with warehouse.connect() as conn:
             pairs, notes = scorers(conn, family)
             for note in notes:
                 context.log.warning(note)
             if not pairs:
-                context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={"skipped": "; ".join(notes)}))
+                context.log_event(
+                    dg.AssetObservation(asset_key=context.asset_key, metadata={"skipped": "; ".join(notes)})
+                )
                 return
             refuse_stale_features(conn, start, end)  # a model reads the columns of its own feature spec only
             features = conn.execute(
@@ -95,11 +104,19 @@ def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefini
             parts = []
             for role, version in pairs:
                 model = registry.load_artifact(conn, version)  # sha256-verified before unpickling
-                parts.append(pd.DataFrame({
-                    "model_name": family.name, "role": role, "version_id": version.version_id,
-                    "coin_id": features["coin_id"], "partition_hour": features["partition_hour"],
-                    "score": model.scores(features) if len(features) else [], "flagged": model.flags(features) if len(features) else [],
-                }))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "model_name": family.name,
+                            "role": role,
+                            "version_id": version.version_id,
+                            "coin_id": features["coin_id"],
+                            "partition_hour": features["partition_hour"],
+                            "score": model.scores(features) if len(features) else [],
+                            "flagged": model.flags(features) if len(features) else [],
+                        }
+                    )
+                )
             rows = pd.concat(parts, ignore_index=True)
             with transaction(conn):
                 first_scored = conn.execute(
@@ -161,7 +178,9 @@ def prediction_outcomes(context: dg.AssetExecutionContext, warehouse: Warehouse)
     bounds = [utc_naive(window.start), utc_naive(window.end)]
     with warehouse.connect() as conn:
         with transaction(conn):
-            conn.execute("DELETE FROM serving.prediction_outcomes WHERE partition_hour >= ? AND partition_hour < ?", bounds)
+            conn.execute(
+                "DELETE FROM serving.prediction_outcomes WHERE partition_hour >= ? AND partition_hour < ?", bounds
+            )
             conn.execute(
                 """
                 INSERT INTO serving.prediction_outcomes BY NAME

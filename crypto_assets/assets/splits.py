@@ -8,7 +8,7 @@ window's rows, so their comparison is paired.
 """
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -34,12 +34,22 @@ SPLIT_LOOKBACK_DAYS = 120 + 31 + 1
 
 class SplitConfig(dg.Config):
     evaluation_days: int = Field(
-        default=7, ge=1, le=31,
+        default=7,
+        ge=1,
+        le=31,
         description="Days ending with the split day whose rows candidates, baselines and champion are scored on, each by a model that saw only earlier days.",
     )
-    embargo_hours: int = Field(default=LABEL_HORIZON_HOURS, ge=LABEL_HORIZON_HOURS, description="Gap between a fold's training rows and the day it predicts; at least the label horizon.")
-    min_coin_hours: int = Field(default=24, ge=1, description="Coins with fewer hours in the evaluation window are excluded from the split.")
-    min_evaluation_rows: int = Field(default=24, ge=1, description="The split fails its check below this many evaluation rows.")
+    embargo_hours: int = Field(
+        default=LABEL_HORIZON_HOURS,
+        ge=LABEL_HORIZON_HOURS,
+        description="Gap between a fold's training rows and the day it predicts; at least the label horizon.",
+    )
+    min_coin_hours: int = Field(
+        default=24, ge=1, description="Coins with fewer hours in the evaluation window are excluded from the split."
+    )
+    min_evaluation_rows: int = Field(
+        default=24, ge=1, description="The split fails its check below this many evaluation rows."
+    )
 
 
 def evaluation_window(day_start: datetime, config: SplitConfig) -> tuple[datetime, datetime]:
@@ -55,14 +65,26 @@ def read_split(conn: duckdb.DuckDBPyConnection, split_id: str) -> dict:
         [split_id],
     ).fetchone()
     if row is None:
-        raise dg.Failure(description=f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first")
+        raise dg.Failure(
+            description=f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first"
+        )
     start, end, embargo, excluded, params = row
-    return {"evaluation_start": start, "evaluation_end": end, "embargo_hours": int(embargo),
-            "excluded_coins": json.loads(excluded or "[]"), "params": json.loads(params or "{}")}
+    return {
+        "evaluation_start": start,
+        "evaluation_end": end,
+        "embargo_hours": int(embargo),
+        "excluded_coins": json.loads(excluded or "[]"),
+        "params": json.loads(params or "{}"),
+    }
 
 
 def load_rows(
-    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, *, excluded: list[str] = (), with_ground_truth: bool = False
+    conn: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    excluded: list[str] = (),
+    with_ground_truth: bool = False,
 ) -> "pd.DataFrame":
     """Features and labels of every coin-hour in [start, end), ordered by hour and coin.
 
@@ -118,7 +140,12 @@ def refuse_stale_features(conn: duckdb.DuckDBPyConnection, start: datetime, end:
 @dg.asset(
     key=SPLITS_KEY,
     deps=[
-        dg.AssetDep(key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-SPLIT_LOOKBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True))
+        dg.AssetDep(
+            key,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-SPLIT_LOOKBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
         for key in ("coin_features", "coin_labels")
     ],
     partitions_def=daily_partitions,
@@ -128,8 +155,12 @@ def refuse_stale_features(conn: duckdb.DuckDBPyConnection, start: datetime, end:
     owners=["team:ml-platform"],
     metadata={"dagster/table_name": "ml.split_summaries"},
     check_specs=[
-        dg.AssetCheckSpec(MIN_ROWS_CHECK, asset=SPLITS_KEY, blocking=True, description="Enough rows in the evaluation window."),
-        dg.AssetCheckSpec(BALANCE_CHECK, asset=SPLITS_KEY, description="The window holds volatility spikes and calm hours."),
+        dg.AssetCheckSpec(
+            MIN_ROWS_CHECK, asset=SPLITS_KEY, blocking=True, description="Enough rows in the evaluation window."
+        ),
+        dg.AssetCheckSpec(
+            BALANCE_CHECK, asset=SPLITS_KEY, description="The window holds volatility spikes and calm hours."
+        ),
     ],
 )
 def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
@@ -138,6 +169,7 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
     Coins with too few hours in the window are excluded and listed. The split id is the day.
     """
     import pandas as pd
+
     split_id = context.partition_key
     start, end = evaluation_window(context.partition_time_window.start, config)
     with warehouse.connect() as conn:
@@ -159,13 +191,19 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
         kept = per_coin[~per_coin["coin_id"].isin(excluded)]
         labeled = int(kept["labeled"].sum())
         summary = {
-            "split_id": split_id, "split_day": context.partition_time_window.start.date(),
-            "evaluation_start": start, "evaluation_end": end, "embargo_hours": config.embargo_hours,
+            "split_id": split_id,
+            "split_day": context.partition_time_window.start.date(),
+            "evaluation_start": start,
+            "evaluation_end": end,
+            "embargo_hours": config.embargo_hours,
             "params": json.dumps(config.model_dump(), sort_keys=True),
-            "evaluation_rows": int(kept["hours"].sum()), "labeled_rows": labeled,
+            "evaluation_rows": int(kept["hours"].sum()),
+            "labeled_rows": labeled,
             "spike_rate": float(kept["spikes"].sum() / labeled) if labeled else None,
-            "anomaly_rows": int(kept["anomalies"].sum()), "coins": len(kept), "excluded_coins": json.dumps(excluded),
-            "created_at": utc_naive(datetime.now(timezone.utc)),
+            "anomaly_rows": int(kept["anomalies"].sum()),
+            "coins": len(kept),
+            "excluded_coins": json.dumps(excluded),
+            "created_at": utc_naive(datetime.now(UTC)),
         }
         with transaction(conn):
             conn.execute("DELETE FROM ml.split_summaries WHERE split_id = ?", [split_id])
@@ -187,13 +225,23 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
         },
         check_results=[
             dg.AssetCheckResult(
-                asset_key=SPLITS_KEY, check_name=MIN_ROWS_CHECK, passed=summary["evaluation_rows"] >= config.min_evaluation_rows,
-                metadata={"evaluation_rows": summary["evaluation_rows"], "min_evaluation_rows": config.min_evaluation_rows},
+                asset_key=SPLITS_KEY,
+                check_name=MIN_ROWS_CHECK,
+                passed=summary["evaluation_rows"] >= config.min_evaluation_rows,
+                metadata={
+                    "evaluation_rows": summary["evaluation_rows"],
+                    "min_evaluation_rows": config.min_evaluation_rows,
+                },
             ),
             dg.AssetCheckResult(
-                asset_key=SPLITS_KEY, check_name=BALANCE_CHECK, severity=dg.AssetCheckSeverity.WARN,
+                asset_key=SPLITS_KEY,
+                check_name=BALANCE_CHECK,
+                severity=dg.AssetCheckSeverity.WARN,
                 passed=spike_rate is not None and 0 < spike_rate < 1,
-                metadata={"spike_rate": spike_rate if spike_rate is not None else float("nan"), "labeled_rows": labeled},
+                metadata={
+                    "spike_rate": spike_rate if spike_rate is not None else float("nan"),
+                    "labeled_rows": labeled,
+                },
             ),
         ],
     )

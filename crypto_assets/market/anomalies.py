@@ -41,9 +41,7 @@ def hash_uniform(seed: int, coin_id: str, hours: np.ndarray, stream: int) -> np.
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def inject_anomalies(
-    frame: pd.DataFrame, *, seed: int, rate: float, source: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def inject_anomalies(frame: pd.DataFrame, *, seed: int, rate: float, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Overlay labeled anomalies on snapshots; returns (altered snapshots, ground truth).
 
     ``frame`` holds the unified snapshot columns for one or more coins, ideally starting
@@ -77,8 +75,13 @@ def inject_anomalies(
             _apply(kind, span, idx, s, size_u[s], price, cols)
             event_id = f"{source}-{coin_id}-{int(hours[s])}"
             labels.extend(
-                {"coin_id": coin_id, "observed_at": out.at[i, "observed_at"], "anomaly_id": event_id,
-                 "anomaly_kind": kind, "source": source}
+                {
+                    "coin_id": coin_id,
+                    "observed_at": out.at[i, "observed_at"],
+                    "anomaly_id": event_id,
+                    "anomaly_kind": kind,
+                    "source": source,
+                }
                 for i in span
             )
     out["price"] = price

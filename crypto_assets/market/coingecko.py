@@ -14,7 +14,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -247,7 +247,11 @@ class CoinGeckoClient:
                 self.retry_count += 1
                 log.warning(
                     "CoinGecko GET %s failed (%s); retry %d of %d in %.2fs",
-                    path, failure, attempt, attempts - 1, delay,
+                    path,
+                    failure,
+                    attempt,
+                    attempts - 1,
+                    delay,
                 )
                 self._sleep(delay)
         raise CoinGeckoRetriesExhausted(
@@ -335,7 +339,7 @@ def fetch_coingecko_window(client: CoinGeckoClient, start: datetime, end: dateti
     gets open/high/low; with hourly granularity those stay NULL rather than faking a range.
     """
     window_start, window_end = _check_window(start, end)
-    ingested_at = utc_naive(datetime.now(timezone.utc))
+    ingested_at = utc_naive(datetime.now(UTC))
     requests_before, retries_before = client.request_count, client.retry_count
     coin_ids = list(dict.fromkeys(client.settings.coin_ids))  # de-duplicated, order kept
     markets = {m["coin_id"]: m for m in client.markets(coin_ids)}
@@ -468,7 +472,7 @@ def _chunks(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime
 
 def _unix_seconds(ts: datetime) -> int:
     # Naive datetimes are UTC here; datetime.timestamp() would read them as local time.
-    return int(utc_naive(ts).replace(tzinfo=timezone.utc).timestamp())
+    return int(utc_naive(ts).replace(tzinfo=UTC).timestamp())
 
 
 def _required(where: str, item: dict[str, Any], name: str, kind: type = object) -> Any:
@@ -488,9 +492,7 @@ def _number(where: str, name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CoinGeckoResponseError(
-            f"{where}: field {name!r} is not a number: {_excerpt(repr(value))}"
-        )
+        raise CoinGeckoResponseError(f"{where}: field {name!r} is not a number: {_excerpt(repr(value))}")
     return float(value)
 
 

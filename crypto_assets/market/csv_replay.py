@@ -90,7 +90,7 @@ import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +125,9 @@ _ALIASES = {
 _CANDLE_REQUIRED = ("open", "high", "low", "close")
 _PLAIN_REQUIRED = ("coin_id", "symbol", "observed_at", "price")
 _KNOWN = {*_CANDLE_REQUIRED, *_PLAIN_REQUIRED, "unix", "date", "tradecount", "volume", "volume_quote", "market_cap"}
-_PAIR_IN_FILE_NAME = re.compile(r"[A-Za-z0-9]+_([A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)_1h", re.IGNORECASE)  # Bitstamp_BTCUSD_1h
+_PAIR_IN_FILE_NAME = re.compile(
+    r"[A-Za-z0-9]+_([A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)_1h", re.IGNORECASE
+)  # Bitstamp_BTCUSD_1h
 MAX_DATE_OFFSET = pd.Timedelta(hours=14)  # the widest time-zone offset (UTC+14)
 _PRICES = ("open", "high", "low", "price")  # `price` is the candle close
 _GLUED_PAIR = re.compile(rf"^([A-Z0-9]+?)({'|'.join(sorted(USD_QUOTES, key=len, reverse=True))})$")
@@ -152,7 +154,6 @@ class FileReport:
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
 
-
     def warnings(self) -> list[str]:
         """What this file's import could not use, in words (empty when nothing)."""
         name = Path(self.path).name
@@ -162,7 +163,9 @@ class FileReport:
         if self.rows_without_volume:
             out.append(f"{name}: {self.rows_without_volume:,} kept rows have no usable volume")
         if self.date_disagrees_with_unix:
-            out.append(f"{name}: {self.date_disagrees_with_unix:,} rows have a date off unix by a time-zone offset; unix was used")
+            out.append(
+                f"{name}: {self.date_disagrees_with_unix:,} rows have a date off unix by a time-zone offset; unix was used"
+            )
         return out
 
 
@@ -200,7 +203,7 @@ def load_market_files(paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame,
     sorted). Raises ``ValueError`` for a missing path, an empty directory or a broken file.
     """
     loaded = _load(paths)
-    now = utc_naive(datetime.now(timezone.utc))
+    now = utc_naive(datetime.now(UTC))
     return _snapshots_out(loaded.snapshots, now), _quarantine_out(loaded.quarantine, now), list(loaded.reports)
 
 
@@ -214,7 +217,7 @@ def csv_window(paths: Sequence[str], start: datetime, end: datetime) -> SourceBa
     snaps = snaps[(snaps["partition_hour"] >= window_start) & (snaps["partition_hour"] < window_end)]
     quar = quar[(quar["_anchor"] >= window_start) & (quar["_anchor"] < window_end)]
     duplicates = int(quar["_dup"].sum())
-    now = utc_naive(datetime.now(timezone.utc))
+    now = utc_naive(datetime.now(UTC))
     files = set(snaps["_path"]) | set(quar["_path"])
     return SourceBatch(
         snapshots=_snapshots_out(snaps, now),
@@ -255,7 +258,18 @@ def format_reports(reports: Sequence[FileReport]) -> str:
         )
         for r in reports
     ]
-    header = ("file", "read", "kept", "dedup", "quar.", "first hour", "last hour", "gaps", "quarantined by reason", "notes")
+    header = (
+        "file",
+        "read",
+        "kept",
+        "dedup",
+        "quar.",
+        "first hour",
+        "last hour",
+        "gaps",
+        "quarantined by reason",
+        "notes",
+    )
     align = ("left", "right", "right", "right", "right", "left", "left", "right", "left", "left")
     return tabulate(rows, headers=header, colalign=align, disable_numparse=True)
 
@@ -300,7 +314,9 @@ def _load_files(keys: tuple[tuple[str, int, int], ...]) -> _Loaded:
         except ValueError as exc:  # one bad file never aborts the others; its report says why
             unreadable[key[0]] = str(exc).removeprefix(f"{key[0]}: ")
     if not parsed:
-        raise ValueError("no readable market file: " + "; ".join(f"{Path(p).name}: {why}" for p, why in unreadable.items()))
+        raise ValueError(
+            "no readable market file: " + "; ".join(f"{Path(p).name}: {why}" for p, why in unreadable.items())
+        )
     records = pd.concat([p.records for p in parsed.values()], ignore_index=True)
     records["_anchor"] = records["partition_hour"].fillna(records.groupby("_path")["partition_hour"].transform("min"))
     good = records[records["reason"].isna()]
@@ -337,7 +353,9 @@ def _parse_file(path: str, mtime_ns: int, size: int) -> _Parsed:
     if len(records) and records["partition_hour"].isna().all():
         raise ValueError(f"{file}: no record has a readable timestamp; is this an hourly market file?")
     records["_path"] = path
-    unknown = {n: "not a column this importer reads" for n in fields.names if n not in _KNOWN and not n.startswith("volume ")}
+    unknown = {
+        n: "not a column this importer reads" for n in fields.names if n not in _KNOWN and not n.startswith("volume ")
+    }
     return _Parsed(records, {**unknown, **unused})
 
 
@@ -503,6 +521,7 @@ def _new_records(fields: _Fields) -> pd.DataFrame:
         },
         index=text.index,
     )
+
     def field_count(r: pd.Series) -> str:
         return f"{text.at[r.name, '_nfields']} fields where the header has {len(fields.names)}"
 
@@ -554,8 +573,12 @@ def _parse_candles(fields: _Fields) -> tuple[pd.DataFrame, dict[str, str]]:
             "; not a time-zone offset, so neither can be trusted"
         )
 
-    _reject(records, times.isna().any(axis=1), "unparseable_timestamp",
-            lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in times))
+    _reject(
+        records,
+        times.isna().any(axis=1),
+        "unparseable_timestamp",
+        lambda r: "cannot read the time from " + ", ".join(f"{n}={text.at[r.name, n]!r}" for n in times),
+    )
     if len(times.columns) == 2:
         # Unix wins; a date off by a time-zone offset is a mislabelled date (see the module docstring).
         offset = times["date"] - times["unix"]
@@ -563,9 +586,15 @@ def _parse_candles(fields: _Fields) -> tuple[pd.DataFrame, dict[str, str]]:
         differs = hours["date"] != hours["unix"]
         _reject(records, differs & ~zone_like, "timestamp_mismatch", disagreement)
         records["_date_disagrees"] = differs & zone_like
-    _reject(records, ~quote.isin(USD_QUOTES), "non_usd_quote",
-            lambda r: f"pair {text.at[r.name, 'symbol']!r} is not quoted in a USD-like currency "
-            f"({', '.join(sorted(USD_QUOTES))}); prices are stored in USD")
+    _reject(
+        records,
+        ~quote.isin(USD_QUOTES),
+        "non_usd_quote",
+        lambda r: (
+            f"pair {text.at[r.name, 'symbol']!r} is not quoted in a USD-like currency "
+            f"({', '.join(sorted(USD_QUOTES))}); prices are stored in USD"
+        ),
+    )
 
     prices = {"open": "open", "high": "high", "low": "low", "close": "price"}  # file column -> record column
     volume_columns = [n for n in names if n == "volume" or n.startswith("volume ")]
@@ -579,7 +608,11 @@ def _parse_candles(fields: _Fields) -> tuple[pd.DataFrame, dict[str, str]]:
         records["has_tradecount"] = _numbers(text["tradecount"])[0].notna()
     _check_values(records, text, {c: g for c, (_, g) in parsed.items()}, prices)
     pairs = ", ".join(sorted(f"{b}/{q}" for b, q in set(zip(base.dropna(), quote.dropna())))) or "no readable pair"
-    unused = {c: f"a volume in a currency that is neither base nor quote of {pairs}" for c in volume_columns if c not in understood}
+    unused = {
+        c: f"a volume in a currency that is neither base nor quote of {pairs}"
+        for c in volume_columns
+        if c not in understood
+    }
     return records, unused
 
 
@@ -623,15 +656,24 @@ def _parse_plain(fields: _Fields) -> pd.DataFrame:
     stamp = _unix_times(numeric_time).fillna(_iso_times(text["observed_at"].where(numeric_time.isna())))
     records["observed_at"] = stamp
     records["partition_hour"] = stamp.dt.floor("h")
-    _reject(records, stamp.isna(), "unparseable_timestamp",
-            lambda r: f"cannot read observed_at={text.at[r.name, 'observed_at']!r} as ISO-8601 or unix seconds")
+    _reject(
+        records,
+        stamp.isna(),
+        "unparseable_timestamp",
+        lambda r: f"cannot read observed_at={text.at[r.name, 'observed_at']!r} as ISO-8601 or unix seconds",
+    )
 
     numeric = [c for c in (*_PRICES, "volume_quote", "market_cap") if c in names]
     parsed = {c: _numbers(text[c]) for c in numeric}
     for column in (*_PRICES, "volume_quote", "market_cap"):
         records[column] = parsed[column][0] if column in parsed else np.nan
-    _check_values(records, text, {c: g for c, (_, g) in parsed.items()}, {c: c for c in _PRICES if c in names},
-                  required=("price",))
+    _check_values(
+        records,
+        text,
+        {c: g for c, (_, g) in parsed.items()},
+        {c: c for c in _PRICES if c in names},
+        required=("price",),
+    )
     return records
 
 
@@ -649,24 +691,46 @@ def _check_values(
 
     missing_cols = [c for c, rc in prices.items() if rc in required]
     missing = pd.DataFrame({prices[c]: records[prices[c]].isna() & ~garbled[c] for c in missing_cols})
-    _reject(records, missing.any(axis=1), "missing_price",
-            lambda r: "empty or NULL: " + listing(r, [c for c in missing_cols if missing.at[r.name, prices[c]]]))
+    _reject(
+        records,
+        missing.any(axis=1),
+        "missing_price",
+        lambda r: "empty or NULL: " + listing(r, [c for c in missing_cols if missing.at[r.name, prices[c]]]),
+    )
     bad = pd.DataFrame(garbled)
-    _reject(records, bad.any(axis=1), "non_numeric",
-            lambda r: "not a number: " + listing(r, [c for c in bad.columns if bad.at[r.name, c]]))
+    _reject(
+        records,
+        bad.any(axis=1),
+        "non_numeric",
+        lambda r: "not a number: " + listing(r, [c for c in bad.columns if bad.at[r.name, c]]),
+    )
     price_frame = records[list(prices.values())]
-    _reject(records, (price_frame <= 0).any(axis=1), "non_positive_price",
-            lambda r: "prices must be > 0: " + listing(r, [c for c in prices if records.at[r.name, prices[c]] <= 0]))
-    _reject(records, records["volume_quote"] < 0, "negative_volume",
-            lambda r: f"quote volume {r['volume_quote']} is negative")
+    _reject(
+        records,
+        (price_frame <= 0).any(axis=1),
+        "non_positive_price",
+        lambda r: "prices must be > 0: " + listing(r, [c for c in prices if records.at[r.name, prices[c]] <= 0]),
+    )
+    _reject(
+        records,
+        records["volume_quote"] < 0,
+        "negative_volume",
+        lambda r: f"quote volume {r['volume_quote']} is negative",
+    )
 
     o, h, lo, c = (records[k] for k in _PRICES)
     disordered = (lo > np.fmin(o, c)) | (h < np.fmax(o, c)) | (h < lo)
     body = np.fmax(o, c) / np.fmin(o, c)
-    _reject(records, disordered | (body > MAX_BODY_RATIO) | (h / lo > MAX_RANGE_RATIO), "bad_tick",
-            lambda r: f"open={r['open']} high={r['high']} low={r['low']} close={r['price']}: "
+    _reject(
+        records,
+        disordered | (body > MAX_BODY_RATIO) | (h / lo > MAX_RANGE_RATIO),
+        "bad_tick",
+        lambda r: (
+            f"open={r['open']} high={r['high']} low={r['low']} close={r['price']}: "
             f"needs low <= open, close <= high, open/close within x{MAX_BODY_RATIO:g}, "
-            f"high/low within x{MAX_RANGE_RATIO:g}")
+            f"high/low within x{MAX_RANGE_RATIO:g}"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- de-duplication
@@ -698,8 +762,13 @@ def _deduplicate(good: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         f"another row for {coin} at {hour:%Y-%m-%d %H:%M} was kept: {ref} (close {kc}, quote volume {kv}); "
         f"this row has close {lc}, quote volume {lv}"
         for coin, hour, ref, kc, kv, lc, lv in zip(
-            losers["coin_id"], losers["partition_hour"], won["source_ref"], won["price"], won["volume_quote"],
-            losers["price"], losers["volume_quote"],
+            losers["coin_id"],
+            losers["partition_hour"],
+            won["source_ref"],
+            won["price"],
+            won["volume_quote"],
+            losers["price"],
+            losers["volume_quote"],
         )
     ]
     kept = pd.concat([good[~contested], ranked.loc[first].drop(columns="_top_volume")])

@@ -6,7 +6,7 @@ All timestamps are naive ``datetime64[us]`` values in UTC (DuckDB ``TIMESTAMP``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -65,11 +65,12 @@ def utc_naive(ts: datetime) -> datetime:
     """A timezone-aware datetime as naive UTC (naive input is taken to be UTC already)."""
     if ts.tzinfo is None:
         return ts
-    return ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def _empty(columns: list[tuple[str, str, str]]) -> pd.DataFrame:
     import pandas as pd
+
     dtypes = {"VARCHAR": "object", "DOUBLE": "float64", "TIMESTAMP": "datetime64[us]"}
     return pd.DataFrame({c: pd.Series(dtype=dtypes[t]) for c, t, _ in columns})
 
@@ -89,6 +90,7 @@ def empty_ground_truth() -> pd.DataFrame:
 def conform(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> pd.DataFrame:
     """Order and type ``df`` as ``columns`` (missing nullable columns become NULL)."""
     import pandas as pd
+
     out = pd.DataFrame(index=df.index)
     for name, duck_type, _ in columns:
         series = df[name] if name in df.columns else pd.Series(None, index=df.index, dtype="object")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from crypto_assets.market.schema import (
 )
 from crypto_assets.market.universe import Coin
 
-SIM_EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
+SIM_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 _MARKET_STREAM = 0x4D41524B  # "MARK": the market factor's own random stream
 _PRICE_REVERSION = 0.5 ** (1 / (24 * 60))  # half-life of 60 days
@@ -63,7 +63,7 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
 
 def _hours_since_epoch(ts: datetime) -> int:
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     delta = ts - SIM_EPOCH
     if delta.total_seconds() % 3600:
         raise ValueError(f"window bounds must be on the hour, got {ts.isoformat()}")
@@ -86,7 +86,9 @@ class RegimeShift:
         return out
 
 
-def simulate_base(coins: list[Coin], seed: int, n_hours: int, shift: RegimeShift | None = None) -> dict[str, np.ndarray]:
+def simulate_base(
+    coins: list[Coin], seed: int, n_hours: int, shift: RegimeShift | None = None
+) -> dict[str, np.ndarray]:
     """Clean hourly candles for the first ``n_hours`` after ``SIM_EPOCH``, arrays of shape (n_hours, n_coins)."""
     # Draw a few hours past the end: the volume build-up before an episode needs to know it is coming.
     market = np.random.default_rng([seed, _MARKET_STREAM]).standard_normal((n_hours + _PRECURSOR_HOURS, 4))
@@ -149,7 +151,7 @@ def synthetic_window(
     window_start = utc_naive(start)
     frame = frame[frame["observed_at"] >= window_start]
     truth = truth[truth["observed_at"] >= window_start]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     frame = frame.assign(partition_hour=frame["observed_at"], source="synthetic", ingested_at=now)
     truth = truth.assign(partition_hour=truth["observed_at"])
     return SourceBatch(

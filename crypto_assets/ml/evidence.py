@@ -48,9 +48,11 @@ class Comparison:
 
     def sentence(self) -> str:
         """One line for a promotion event, a log or the UI."""
-        return (f"{self.metric} vs {self.comparator}: {self.candidate:.4f} - {self.other:.4f} = {self.difference:+.4f}, "
-                f"{self.confidence:.0%} CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}], margin {self.margin:+.4f}, "
-                f"{self.positives} positives in {self.rows} rows: {self.outcome}" + (f" ({self.why})" if self.why else ""))
+        return (
+            f"{self.metric} vs {self.comparator}: {self.candidate:.4f} - {self.other:.4f} = {self.difference:+.4f}, "
+            f"{self.confidence:.0%} CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}], margin {self.margin:+.4f}, "
+            f"{self.positives} positives in {self.rows} rows: {self.outcome}" + (f" ({self.why})" if self.why else "")
+        )
 
 
 def average_precision(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
@@ -60,6 +62,7 @@ def average_precision(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray
     draw); None is all ones. Returns a float, or one value per replicate (NaN without positives).
     """
     import numpy as np
+
     truth = np.asarray(truth, dtype=float)
     scores = np.asarray(scores, dtype=float)
     single = weights is None or np.ndim(weights) == 1
@@ -112,29 +115,53 @@ def compare(
 ) -> Comparison:
     """Candidate minus comparator PR-AUC on the same rows, with a paired block-bootstrap interval."""
     import numpy as np
+
     truth = np.asarray(truth, dtype=bool)
     positives, rows = int(truth.sum()), len(truth)
     candidate = average_precision(truth, candidate_scores)
     other = average_precision(truth, other_scores)
     n_hours = len(np.unique(hours)) if rows else 0
-    base = {"comparator": comparator, "metric": "pr_auc", "candidate": candidate, "other": other,
-            "difference": candidate - other, "confidence": confidence, "margin": margin,
-            "positives": positives, "rows": rows, "hours": n_hours}
-    unscored = int(np.isnan(np.asarray(candidate_scores, dtype=float)).sum() + np.isnan(np.asarray(other_scores, dtype=float)).sum())
+    base = {
+        "comparator": comparator,
+        "metric": "pr_auc",
+        "candidate": candidate,
+        "other": other,
+        "difference": candidate - other,
+        "confidence": confidence,
+        "margin": margin,
+        "positives": positives,
+        "rows": rows,
+        "hours": n_hours,
+    }
+    unscored = int(
+        np.isnan(np.asarray(candidate_scores, dtype=float)).sum()
+        + np.isnan(np.asarray(other_scores, dtype=float)).sum()
+    )
     if positives < min_positives or positives == rows or unscored:
-        why = (f"{positives} positives, fewer than the {min_positives} required" if positives < min_positives
-               else "every row is positive" if positives == rows
-               else f"{unscored} of the rows have no score from one of the two models: they were not compared on the same rows")
+        why = (
+            f"{positives} positives, fewer than the {min_positives} required"
+            if positives < min_positives
+            else "every row is positive"
+            if positives == rows
+            else f"{unscored} of the rows have no score from one of the two models: they were not compared on the same rows"
+        )
         return Comparison(**base, ci_low=float("nan"), ci_high=float("nan"), outcome=INCONCLUSIVE, why=why)
     weights = draws if draws is not None else hour_draws(hours, replicates, block_hours, seed)
-    differences = np.concatenate([
-        average_precision(truth, candidate_scores, chunk) - average_precision(truth, other_scores, chunk)
-        for chunk in np.array_split(weights, max(1, len(weights) // 100))
-    ])
+    differences = np.concatenate(
+        [
+            average_precision(truth, candidate_scores, chunk) - average_precision(truth, other_scores, chunk)
+            for chunk in np.array_split(weights, max(1, len(weights) // 100))
+        ]
+    )
     valid = differences[~np.isnan(differences)]
     if len(valid) < 0.9 * len(differences):
-        return Comparison(**base, ci_low=float("nan"), ci_high=float("nan"), outcome=INCONCLUSIVE,
-                          why=f"{len(differences) - len(valid)} of {len(differences)} resamples drew no positive")
+        return Comparison(
+            **base,
+            ci_low=float("nan"),
+            ci_high=float("nan"),
+            outcome=INCONCLUSIVE,
+            why=f"{len(differences) - len(valid)} of {len(differences)} resamples drew no positive",
+        )
     tail = (1 - confidence) / 2 * 100
     low, high = (float(v) for v in np.percentile(valid, [tail, 100 - tail]))
     outcome = PASSED if low > margin else FAILED

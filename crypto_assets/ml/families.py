@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import dagster as dg
 from pydantic import Field
@@ -61,6 +61,7 @@ class ProbabilityModel(FittedModel):
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         import numpy as np
+
         values = super().matrix(frame)
         return np.log(np.clip(values, 1e-3, None)) if self.log_inputs else values
 
@@ -72,15 +73,27 @@ class ProbabilityModel(FittedModel):
 
 
 class AnomalyDetectorConfig(dg.Config):
-    train_days: int = Field(default=30, ge=2, le=120, description="Days of history each fit reads (each walk-forward fold, and the registered refit).")
-    contamination: float = Field(default=0.02, gt=0.0, le=0.5, description="Expected share of anomalies; sets the flag threshold.")
+    train_days: int = Field(
+        default=30,
+        ge=2,
+        le=120,
+        description="Days of history each fit reads (each walk-forward fold, and the registered refit).",
+    )
+    contamination: float = Field(
+        default=0.02, gt=0.0, le=0.5, description="Expected share of anomalies; sets the flag threshold."
+    )
     n_estimators: int = Field(default=100, ge=10, le=5000, description="Number of trees.")
     max_samples: int = Field(default=256, ge=16, description="Rows drawn to build each tree.")
     random_state: int = Field(default=7, description="Seed, fixed so training is reproducible.")
 
 
 class VolatilityModelConfig(dg.Config):
-    train_days: int = Field(default=60, ge=2, le=120, description="Days of history each fit reads (each walk-forward fold, and the registered refit).")
+    train_days: int = Field(
+        default=60,
+        ge=2,
+        le=120,
+        description="Days of history each fit reads (each walk-forward fold, and the registered refit).",
+    )
     # Many shallow trees: the signal is pooled across coins and weeks, and deep trees learn the
     # particular storms of the training window (measured with benchmarks/model_quality.py).
     n_estimators: int = Field(default=200, ge=10, le=10000, description="Boosting rounds.")
@@ -89,7 +102,10 @@ class VolatilityModelConfig(dg.Config):
     min_child_samples: int = Field(default=300, ge=1, description="Minimum rows in a leaf.")
     colsample_bytree: float = Field(default=0.8, gt=0.0, le=1.0, description="Share of features each tree sees.")
     validation_fraction: float = Field(
-        default=0.2, gt=0.0, lt=0.5, description="Share at the end of train (by time) used to tune the decision threshold; never evaluated rows."
+        default=0.2,
+        gt=0.0,
+        lt=0.5,
+        description="Share at the end of train (by time) used to tune the decision threshold; never evaluated rows.",
     )
     random_state: int = Field(default=7, description="Seed, fixed so training is reproducible.")
 
@@ -130,6 +146,7 @@ def _best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
 def _time_ordered_validation(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The first (1 - fraction) of train's hours to fit on, and the rest to tune the threshold on."""
     import numpy as np
+
     hours = np.sort(train["partition_hour"].unique())
     cut = hours[min(int(len(hours) * (1 - fraction)), len(hours) - 1)]
     return train[train["partition_hour"] < cut], train[train["partition_hour"] >= cut]
@@ -162,7 +179,9 @@ class PersistenceBaseline(Baseline):
 
 class HarBaseline(Baseline):
     name = "har"
-    description = "Logistic HAR (Corsi 2009): the spike label on log hourly, 6-hour, daily and weekly realized volatility."
+    description = (
+        "Logistic HAR (Corsi 2009): the spike label on log hourly, 6-hour, daily and weekly realized volatility."
+    )
 
     def fit(self, train, truth):
         from sklearn.impute import SimpleImputer
@@ -172,7 +191,9 @@ class HarBaseline(Baseline):
 
         model = ProbabilityModel(None, list(HAR_FEATURES), threshold=0.5, log_inputs=True)
         model.estimator = make_pipeline(
-            SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), LogisticRegression(max_iter=1000)
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(max_iter=1000),
         ).fit(model.matrix(train), truth.astype(int))
         return model
 
@@ -186,7 +207,10 @@ class ZScoreBaseline(Baseline):
 
     def scores(self, model, frame):
         import numpy as np
-        return np.fmax(frame["ret_zscore_24h"].abs(), frame["volume_zscore_24h"].abs()).fillna(0.0).to_numpy(dtype=float)
+
+        return (
+            np.fmax(frame["ret_zscore_24h"].abs(), frame["volume_zscore_24h"].abs()).fillna(0.0).to_numpy(dtype=float)
+        )
 
 
 # --- families ----------------------------------------------------------------------------------
@@ -196,22 +220,42 @@ class GateConfig(dg.Config):
     """How the quality gates on an evaluation decide (see crypto_assets/ml/evidence.py)."""
 
     min_pr_auc: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="The candidate's pooled out-of-time PR-AUC must reach this; empty means the model family's floor."
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The candidate's pooled out-of-time PR-AUC must reach this; empty means the model family's floor.",
     )
     baseline_margin: float = Field(
-        default=0.0, ge=-1.0, le=1.0, description="beats_baseline: the interval's lower bound of PR-AUC(candidate) - PR-AUC(baseline) must exceed this, for every baseline."
+        default=0.0,
+        ge=-1.0,
+        le=1.0,
+        description="beats_baseline: the interval's lower bound of PR-AUC(candidate) - PR-AUC(baseline) must exceed this, for every baseline.",
     )
     champion_margin: float = Field(
-        default=-0.02, ge=-1.0, le=1.0,
+        default=-0.02,
+        ge=-1.0,
+        le=1.0,
         description="beats_champion: the lower bound of PR-AUC(candidate) - PR-AUC(champion) must exceed this. Negative: not credibly worse (a fresher fit of an equal recipe passes); positive: a credible gain.",
     )
-    min_positives: int = Field(default=30, ge=1, description="Fewer positives in the evaluation window make every comparison inconclusive: the gate fails, saying so.")
+    min_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Fewer positives in the evaluation window make every comparison inconclusive: the gate fails, saying so.",
+    )
     confidence: float = Field(default=0.9, gt=0.5, lt=1.0, description="Coverage of the bootstrap interval.")
-    bootstrap_replicates: int = Field(default=1000, ge=100, le=100_000, description="Resamples of the paired block bootstrap.")
-    block_hours: int = Field(default=24, ge=1, le=24 * 14, description="Length of the resampled blocks of consecutive hours.")
+    bootstrap_replicates: int = Field(
+        default=1000, ge=100, le=100_000, description="Resamples of the paired block bootstrap."
+    )
+    block_hours: int = Field(
+        default=24, ge=1, le=24 * 14, description="Length of the resampled blocks of consecutive hours."
+    )
     seed: int = Field(default=0, description="Seed of the bootstrap draws, fixed so a re-run decides the same.")
-    max_flag_rate_ratio: float = Field(default=5.0, gt=1.0, description="Flag rate may be at most this many times the expected rate.")
-    min_flag_rate_ratio: float = Field(default=0.1, gt=0.0, lt=1.0, description="Flag rate must be at least this fraction of the expected rate.")
+    max_flag_rate_ratio: float = Field(
+        default=5.0, gt=1.0, description="Flag rate may be at most this many times the expected rate."
+    )
+    min_flag_rate_ratio: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Flag rate must be at least this fraction of the expected rate."
+    )
 
 
 class ModelFamily:
@@ -258,7 +302,9 @@ class AnomalyDetector(ModelFamily):
     name = "anomaly_detector"
     config_class = AnomalyDetectorConfig
     kinds = {"scikit-learn", "duckdb"}
-    description = "IsolationForest over features aimed at anomalies (jumps, reversals, volume without a move, stale feeds)."
+    description = (
+        "IsolationForest over features aimed at anomalies (jumps, reversals, volume without a move, stale feeds)."
+    )
     features = ANOMALY_DETECTOR_FEATURES
     baselines = (ZScoreBaseline(),)
     pr_auc_floor = 0.3
@@ -273,11 +319,17 @@ class AnomalyDetector(ModelFamily):
         from sklearn.pipeline import make_pipeline
 
         config = AnomalyDetectorConfig(**params)
-        model = AnomalyModel(None, list(features or self.features), threshold=0.0, info={"contamination": config.contamination})
+        model = AnomalyModel(
+            None, list(features or self.features), threshold=0.0, info={"contamination": config.contamination}
+        )
         model.estimator = make_pipeline(
             SimpleImputer(strategy="median", keep_empty_features=True),
-            IsolationForest(n_estimators=config.n_estimators, max_samples=min(config.max_samples, len(train)),
-                            contamination=config.contamination, random_state=config.random_state),
+            IsolationForest(
+                n_estimators=config.n_estimators,
+                max_samples=min(config.max_samples, len(train)),
+                contamination=config.contamination,
+                random_state=config.random_state,
+            ),
         ).fit(model.matrix(train))
         # Flag the top `contamination` share of training scores: the forest's own offset is that
         # percentile of its training scores (higher = more normal there, so negated here).
@@ -307,13 +359,22 @@ class VolatilitySpikeModel(ModelFamily):
         import lightgbm as lgb
 
         config = VolatilityModelConfig(**params)
-        fit_rows, validation = _time_ordered_validation(train.sort_values(["partition_hour", "coin_id"]), config.validation_fraction)
+        fit_rows, validation = _time_ordered_validation(
+            train.sort_values(["partition_hour", "coin_id"]), config.validation_fraction
+        )
         model = ProbabilityModel(None, list(features or self.features), threshold=0.5)
         model.estimator = lgb.LGBMClassifier(
-            n_estimators=config.n_estimators, learning_rate=config.learning_rate, num_leaves=config.num_leaves,
-            min_child_samples=config.min_child_samples, colsample_bytree=config.colsample_bytree,
+            n_estimators=config.n_estimators,
+            learning_rate=config.learning_rate,
+            num_leaves=config.num_leaves,
+            min_child_samples=config.min_child_samples,
+            colsample_bytree=config.colsample_bytree,
             # Two threads, fixed: with deterministic=True the trees are the same on every run.
-            random_state=config.random_state, n_jobs=2, deterministic=True, force_col_wise=True, verbose=-1,
+            random_state=config.random_state,
+            n_jobs=2,
+            deterministic=True,
+            force_col_wise=True,
+            verbose=-1,
         ).fit(model.matrix(fit_rows), self.truth(fit_rows).astype(int))
         model.threshold = _best_f1_threshold(self.truth(validation), model.scores(validation))
         model.info = {"validation_rows": len(validation), "fit_rows": len(fit_rows)}
@@ -329,19 +390,25 @@ class VolatilitySpikeModel(ModelFamily):
         return {
             **super().metrics(truth, scores, flags),
             "f1": float(f1_score(truth, flags, zero_division=0.0)),
-            "brier": float(np.mean((np.clip(scores, 0.0, 1.0) - truth.astype(float)) ** 2)) if len(truth) else float("nan"),
+            "brier": float(np.mean((np.clip(scores, 0.0, 1.0) - truth.astype(float)) ** 2))
+            if len(truth)
+            else float("nan"),
         }
 
     def explain(self, model, frame):
         """Gain importances, and mean |contribution| from pred_contrib on at most 2,000 rows (it is slow on more)."""
         import numpy as np
+
         booster = model.estimator.booster_
         gain = dict(zip(model.features, booster.feature_importance(importance_type="gain").tolist()))
         sample = frame.sample(n=min(2000, len(frame)), random_state=0) if len(frame) else frame
         if not len(sample):
             return {"gain_importance": gain}
         contributions = booster.predict(model.matrix(sample), pred_contrib=True)
-        return {"gain_importance": gain, "mean_abs_contribution": dict(zip(model.features, np.abs(contributions[:, :-1]).mean(axis=0).tolist()))}
+        return {
+            "gain_importance": gain,
+            "mean_abs_contribution": dict(zip(model.features, np.abs(contributions[:, :-1]).mean(axis=0).tolist())),
+        }
 
 
 MODEL_FAMILIES: list[ModelFamily] = [AnomalyDetector(), VolatilitySpikeModel()]

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-
 from crypto_assets.ml.families import FittedModel, ModelFamily
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    import numpy as np
     import pandas as pd
 
 REFIT = "refit"
@@ -42,7 +40,11 @@ def plan_folds(day_start: datetime, *, evaluation_days: int, train_days: int, em
     for back in range(evaluation_days - 1, -1, -1):
         start = day_start - timedelta(days=back)
         train_end = start - timedelta(hours=embargo_hours)
-        folds.append(Fold(f"{start:%Y-%m-%d}", train_end - timedelta(days=train_days), train_end, start, start + timedelta(days=1)))
+        folds.append(
+            Fold(
+                f"{start:%Y-%m-%d}", train_end - timedelta(days=train_days), train_end, start, start + timedelta(days=1)
+            )
+        )
     day_end = day_start + timedelta(days=1)
     folds.append(Fold(REFIT, day_end - timedelta(days=train_days), day_end))
     return folds
@@ -69,6 +71,7 @@ def walk_forward(
     (NULL for baselines), truth. Folds without training or evaluation rows are skipped.
     """
     import pandas as pd
+
     parts = []
     for fold in folds:
         if fold.evaluate_start is None:
@@ -100,9 +103,10 @@ def refit(family: ModelFamily, frame: pd.DataFrame, fold: Fold, params: dict) ->
 
 def frame_sha256(frame: pd.DataFrame, columns: list[str]) -> str:
     """A hash of exactly what a model was trained on: the rows' keys and the given columns, in row order."""
+    import hashlib
+
     import numpy as np
     import pandas as pd
-    import hashlib
 
     hashed = pd.util.hash_pandas_object(frame[["coin_id", "partition_hour", *columns]], index=False)
     return hashlib.sha256(np.asarray(hashed).tobytes()).hexdigest()
