@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import crypto_assets.definitions  # noqa: F401 - what a run worker loads: it sets the event batch size
     from crypto_assets import instance as instance_setup
     from crypto_assets.assets import features, ingestion
-    from crypto_assets.resources import MarketSource, SyntheticMarketConfig
+    from crypto_assets.market.sources import SyntheticMarket
     from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     last = START + timedelta(days=args.days - 1)
     resources = {
         "warehouse": Warehouse(database=str(folder / "warehouse.duckdb")),
-        "market_source": MarketSource(synthetic=SyntheticMarketConfig(universe_size=args.coins)),
+        "market_source": SyntheticMarket(universe_size=args.coins),
     }
     with dg.DagsterInstance.from_config(str(home)) as instance:
         began = time.perf_counter()

@@ -44,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import crypto_assets.definitions  # noqa: F401 - what a run worker loads (Dagster's backfill settings)
     from crypto_assets.assets import drift, features, ingestion
-    from crypto_assets.resources import MarketSource, SyntheticMarketConfig
+    from crypto_assets.market.sources import SyntheticMarket
     from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
-    def run(market: SyntheticMarketConfig, days: list[date]) -> list[dict]:
+    def run(market: SyntheticMarket, days: list[date]) -> list[dict]:
         resources = {
             "warehouse": Warehouse(database=str(Path(tempfile.mkdtemp()) / "drift.duckdb")),
-            "market_source": MarketSource(synthetic=market),
+            "market_source": market,
         }
         rows = []
         with dg.DagsterInstance.ephemeral() as instance:
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return rows
 
     stable = run(
-        SyntheticMarketConfig(universe_size=args.coins), [first + timedelta(days=i) for i in range(args.stable_days)]
+        SyntheticMarket(universe_size=args.coins), [first + timedelta(days=i) for i in range(args.stable_days)]
     )
-    shifted_market = SyntheticMarketConfig(
+    shifted_market = SyntheticMarket(
         universe_size=args.coins,
         regime_shift_at=f"{shift_day.isoformat()}T00:00",
         regime_shift_coins=args.shift_coins,
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for market, rows in (("stable", stable), ("shifted", shifted)):
         for r in rows:
             print(
-                f"{market:<10}{r['day']:<12}{r['drift_share']:>12.3f}{r['drifted']:>5}/{r['features']:<3}{'YES' if r['alarm'] else '-':>7}"
+                f"{market:<10}{r['day']:<12}{r['drift_share']:>12.3f}"
+                f"{r['drifted']:>5}/{r['features']:<3}{'YES' if r['alarm'] else '-':>7}"
             )
     false_alarms = sum(r["alarm"] for r in stable)
     detected_after = next((i + 1 for i, r in enumerate(shifted) if r["alarm"]), None)

@@ -27,13 +27,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from benchmarks.features_pandas import OUTPUT_COLUMNS, pandas_features
 from crypto_assets.feature_spec import FEATURES_SQL, LOOKBACK_HOURS
 from crypto_assets.market.schema import utc_naive
+from crypto_assets.market.sources import SyntheticMarket
 from crypto_assets.market.synthetic import synthetic_window
 from crypto_assets.market.universe import default_universe
-from crypto_assets.resources import SyntheticMarketConfig
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
+from crypto_assets_tests.features_pandas import OUTPUT_COLUMNS, pandas_features
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SEED = 7
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     end = START + timedelta(days=args.days)
     began = time.perf_counter()
-    batch = synthetic_window(default_universe(args.coins), SEED, START, end, SyntheticMarketConfig().anomaly_rate)
+    batch = synthetic_window(default_universe(args.coins), SEED, START, end, SyntheticMarket().anomaly_rate)
     snapshots = batch.snapshots
     print(
         f"synthetic market: {args.coins} coins x {args.days} days from {START:%Y-%m-%d} UTC, seed {SEED}: "

@@ -27,7 +27,9 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
-BASELINES = {"volatility_model": ("persistence", "har"), "anomaly_detector": ("zscore",)}
+from crypto_assets.ml.families import MODEL_FAMILIES  # noqa: E402 - reads no partitions, so safe before the start is set
+
+BASELINES = {f.name: tuple(b.name for b in f.baselines) for f in MODEL_FAMILIES}
 
 
 def _value(metadata: dict, key: str, default=math.nan):
@@ -36,7 +38,10 @@ def _value(metadata: dict, key: str, default=math.nan):
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Means over the evaluated days, per model: PR-AUC, baselines' PR-AUC, ratios, days ahead, promote share, positives."""
+    """Means over the evaluated days, per model.
+
+    PR-AUC, baselines' PR-AUC, ratios, days ahead, promote share, positives.
+    """
     models = {}
     for name, baselines in BASELINES.items():
         mine = [r for r in rows if r["model"] == name and not math.isnan(r["pr_auc"])]
@@ -76,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "--history-days",
         type=int,
         default=None,
-        help="days of data before the first split day (default: the longest train_days, the window and the feature lookback)",
+        help="days of data before the first split day "
+        "(default: the longest train_days, the window and the feature lookback)",
     )
     parser.add_argument("--coins", type=int, default=20, help="synthetic universe size")
     parser.add_argument("--csv-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "market"))
@@ -95,15 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import crypto_assets.definitions  # noqa: F401 - what a run worker loads (Dagster's backfill settings)
     from crypto_assets.assets import candidates, evaluations, features, ingestion, splits
-    from crypto_assets.resources import CsvMarketConfig, MarketSource, SyntheticMarketConfig
+    from crypto_assets.market.sources import CsvReplayMarket, SyntheticMarket
     from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
     days = [first_day + timedelta(days=i * args.every) for i in range(args.days)]
     source = (
-        MarketSource(kind="csv", csv=CsvMarketConfig(paths=[args.csv_path]))
-        if args.source == "csv"
-        else MarketSource(synthetic=SyntheticMarketConfig(universe_size=args.coins))
+        CsvReplayMarket(paths=[args.csv_path]) if args.source == "csv" else SyntheticMarket(universe_size=args.coins)
     )
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
     resources = {"warehouse": Warehouse(database=str(database)), "market_source": source}
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         f"walk-forward window {args.evaluation_days} days, no champion (each day judged on its own)"
     )
     print(
-        f"{'day':<12}{'model':<18}{'PR-AUC':>8}  {'baselines: PR-AUC (CI low of the difference)':<52}{'positives':>10}  promote"
+        f"{'day':<12}{'model':<18}{'PR-AUC':>8}  "
+        f"{'baselines: PR-AUC (CI low of the difference)':<52}{'positives':>10}  promote"
     )
     for r in rows:
         others = "  ".join(f"{b} {r[f'{b}_pr_auc']:.3f} ({r[f'{b}_ci_low']:+.3f})" for b in BASELINES[r["model"]])
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rows)
     for name, s in summary.items():
         ratios = ", ".join(
-            f"{b} {v['pr_auc']:.3f} ({v['ratio']}x, ahead {v['days_ahead']}/{s['days']}, credibly {v['days_credibly_ahead']})"
+            f"{b} {v['pr_auc']:.3f} ({v['ratio']}x, ahead {v['days_ahead']}/{s['days']}, "
+            f"credibly {v['days_credibly_ahead']})"
             for b, v in s["baselines"].items()
         )
         print(

@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from crypto_assets import registry
     from crypto_assets.instance import prepare_home
+    from crypto_assets.ml.families import MODEL_FAMILIES
     from crypto_assets.warehouse import Warehouse
+
+    MODEL_NAMES = [f.name for f in MODEL_FAMILIES]
 
     last = date.fromisoformat(args.last)
     dates = [last - timedelta(days=args.every * i) for i in range(args.dates - 1, -1, -1)]
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         timing = re.search(r"quickstart materializations done in ([0-9.]+)s", run.stdout)
         seconds = float(timing.group(1)) if timing else float("nan")
         with Warehouse(database=str(folder / "warehouse.duckdb")).connect() as conn:
-            for name in ("anomaly_detector", "volatility_model"):
+            for name in MODEL_NAMES:
                 decisions = registry.promotion_events(conn, name)
                 last_decision = decisions[-1] if decisions else None
                 rows.append(
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'date':<12}{'model':<18}{'promoted':>9}{'quickstart s':>13}  reason")
     for r in rows:
         print(
-            f"{r['date']:<12}{r['model']:<18}{'yes' if r['promoted'] else 'NO':>9}{r['seconds']:>13.1f}  {r['reason'][:150]}"
+            f"{r['date']:<12}{r['model']:<18}{'yes' if r['promoted'] else 'NO':>9}"
+            f"{r['seconds']:>13.1f}  {r['reason'][:150]}"
         )
     both = [d.isoformat() for d in dates if all(r["promoted"] for r in rows if r["date"] == d.isoformat())]
     seconds = sorted(r["seconds"] for r in rows[::2])
@@ -102,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "dates": len(dates),
                     "both_promoted": len(both),
-                    "promoted": {
-                        m: sum(r["promoted"] for r in rows if r["model"] == m)
-                        for m in ("anomaly_detector", "volatility_model")
-                    },
+                    "promoted": {m: sum(r["promoted"] for r in rows if r["model"] == m) for m in MODEL_NAMES},
                     "quickstart_seconds_median": seconds[len(seconds) // 2],
                     "quickstart_seconds_max": seconds[-1],
                 }

@@ -12,7 +12,16 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 # Settings Dagster reads from the environment when it creates and runs a backfill (see there).
 apply_dagster_env_defaults()
 
-from crypto_assets.assets import candidates, drift, evaluations, features, ingestion, promotion, serving, splits  # noqa: E402
+from crypto_assets.assets import (  # noqa: E402
+    candidates,
+    drift,
+    evaluations,
+    features,
+    ingestion,
+    promotion,
+    serving,
+    splits,
+)
 from crypto_assets.jobs import jobs, schedules  # noqa: E402
 from crypto_assets.resources import build_resources  # noqa: E402
 from crypto_assets.sensors import sensors  # noqa: E402

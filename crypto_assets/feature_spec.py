@@ -1,14 +1,16 @@
 """The feature spec: the single source of truth for feature names, meanings and version.
 
-Training, scoring, drift and the UI column schema all read this module. The version is a hash
-of the SQL that computes the features together with this spec, so any change to either makes a
-new version, and a model trained on one version is never scored with another.
+Training, scoring, drift and the UI column schema all read this module; which features each model
+reads is its family's (``crypto_assets/ml/``). The version is a hash of the SQL that computes the
+features (as executed: comments and layout do not count) and of the feature list, so a change to
+either makes a new version, and a model trained on one version is never scored with another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 
 LABEL_HORIZON_HOURS = 6  # fixed in coin_labels.sql
@@ -82,37 +84,26 @@ FLAGS: dict[str, str] = {
 
 FEATURE_NAMES = list(FEATURES)
 
-# What each model reads, in its input order. Day-of-week encodings stay out of every model: with
-# weeks of history each weekday appears a handful of times and a model would learn which days
-# happened to be stormy. The hour of day stays in the volatility model: intraday seasonality of
-# volatility is real and every hour appears every day.
-VOLATILITY_MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in ("dow_sin", "dow_cos")]
-# The anomaly detector isolates hours that are extreme against the coin's own history: jumps and
-# reversals, volume without a move, stale feeds, ranges out of proportion.
-# Moves are taken relative to the market, so a market-wide storm is not an anomaly of every coin.
-ANOMALY_DETECTOR_FEATURES = [
-    "ret_robust_z_168h",
-    "max_abs_ret_zscore_6h",
-    "reversal_1h",
-    "ret_1h_vs_market_zscore",
-    "unchanged_price_6h",
-    "unchanged_volume_6h",
-    "volume_zscore_vs_market",
-    "volume_vs_median_168h",
-    "volume_without_move",
-    "hl_range_vs_median_168h",
-]
-# The HAR baseline (Corsi 2009): hourly, 6-hour, daily and weekly realized volatility components.
-HAR_FEATURES = ["rv_1h_vs_p90_168h", "rv_6h_vs_p90_168h", "rv_24h_vs_p90_168h", "rv_168h_vs_p90_168h"]
-# Drift compares the features the models read.
+# Drift compares the features the models read, without the calendar encodings (they move by design).
 DRIFT_FEATURES = [name for name in FEATURE_NAMES if name not in ("hour_sin", "hour_cos", "dow_sin", "dow_cos")]
 
-for _name in {*VOLATILITY_MODEL_FEATURES, *ANOMALY_DETECTOR_FEATURES, *HAR_FEATURES, *DRIFT_FEATURES}:
-    if _name not in FEATURES:
-        raise ValueError(f"feature {_name!r} is used by a model but missing from the feature spec")
 
+def normalized_sql(sql: str) -> str:
+    """``sql`` without comments, with runs of whitespace as one space: what the database executes.
+
+    Quoted strings and identifiers are kept as they are, so a comment or a line break never changes
+    the version, and a change inside a literal always does.
+    """
+    tokens = re.findall(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\s+|[^'\"\s/-]+|[/-]", sql, flags=re.S)
+    kept = [" " if t.isspace() else t for t in tokens if not t.startswith(("--", "/*"))]
+    return re.sub(r" {2,}", " ", "".join(kept)).strip()
+
+
+# The version names what the computation is: the feature SQL as executed and the feature list with
+# its types (names, order, flags). Descriptions and comments are documentation: editing them never
+# makes stored rows stale or retires a model.
 FEATURE_SPEC_VERSION = hashlib.sha256(
-    (FEATURES_SQL + json.dumps([FEATURES, FLAGS], sort_keys=True)).encode()
+    json.dumps([normalized_sql(FEATURES_SQL), list(FEATURES), list(FLAGS)]).encode()
 ).hexdigest()[:12]
 
 

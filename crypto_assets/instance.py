@@ -22,8 +22,8 @@ from pathlib import Path
 
 import dagster as dg
 
-DEPLOYMENTS = ("local", "prod")
-DEPLOYMENT_ENV = "DAGSTER_DEPLOYMENT"
+from crypto_assets.settings import DEPLOYMENT_ENV, DEPLOYMENTS, read_settings
+
 INSTANCE_CONFIGS = {"local": "dagster.yaml", "prod": "dagster.prod.yaml"}
 PG_URL_ENV = "DAGSTER_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/crypto_assets_dagster"
@@ -55,10 +55,7 @@ class InstanceSetupError(RuntimeError):
 
 
 def current_deployment() -> str:
-    deployment = os.environ.get(DEPLOYMENT_ENV, "local")
-    if deployment not in DEPLOYMENTS:
-        raise ValueError(f"{DEPLOYMENT_ENV} must be one of {', '.join(DEPLOYMENTS)}; got {deployment!r}")
-    return deployment
+    return read_settings().deployment
 
 
 def postgres_url(url: str | None = None) -> str:

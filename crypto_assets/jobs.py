@@ -4,27 +4,60 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_assets.assets.promotion import champion_gate_job, promote_model_job, rollback_model_job
+from crypto_assets.assets.features import FEATURES_KEY, LABELS_KEY
+from crypto_assets.assets.promotion import CHAMPION_KEY
+from crypto_assets.assets.serving import OUTCOMES_KEY, score_key
 from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
+from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.partitions import DAY_FMT
 
 hourly_ingest_and_score_job = dg.define_asset_job(
     "hourly_ingest_and_score_job",
     selection=dg.AssetSelection.groups("ingestion")
-    | dg.AssetSelection.assets("coin_features", "anomaly_scores", "volatility_forecasts"),
-    description="Ingest the day's market snapshots so far, compute their features and score them with the current champions.",
+    | dg.AssetSelection.assets(FEATURES_KEY, *[score_key(f) for f in MODEL_FAMILIES]),
+    description=(
+        "Ingest the day's market snapshots so far, compute their features and score them with the current champions."
+    ),
 )
 
 hourly_labels_job = dg.define_asset_job(
     "hourly_labels_job",
-    selection=dg.AssetSelection.assets("coin_labels", "prediction_outcomes"),
-    description="Label the day's hours whose 6-hour horizon has been observed, and join the forecasts made for them with the outcome.",
+    selection=dg.AssetSelection.assets(LABELS_KEY, OUTCOMES_KEY),
+    description=(
+        "Label the day's hours whose 6-hour horizon has been observed, and join the forecasts made for them "
+        "with the outcome."
+    ),
 )
 
 daily_training_job = dg.define_asset_job(
     "daily_training_job",
-    selection=dg.AssetSelection.groups("training", "evaluation") - dg.AssetSelection.assets("model_champions"),
+    selection=dg.AssetSelection.groups("training", "evaluation") - dg.AssetSelection.assets(CHAMPION_KEY),
     description="Build the day's split, train candidates, evaluate them against champion and baseline, report drift.",
+)
+
+
+def _champion_config(action: str, version: str) -> dict:
+    """Launchpad defaults of a manual decision: the first model, and an empty reason the person must fill in."""
+    config = {"model_name": MODEL_FAMILIES[0].name, "action": action, "version": version, "reason": ""}
+    return {"ops": {CHAMPION_KEY.path[-1]: {"config": config}}}
+
+
+champion_gate_job = dg.define_asset_job(
+    "champion_gate_job",
+    selection=[CHAMPION_KEY],
+    description="Apply an evaluation's gate results to the champion (launched by the promotion sensor).",
+)
+promote_model_job = dg.define_asset_job(
+    "promote_model_job",
+    selection=[CHAMPION_KEY],
+    config=_champion_config("promote", "latest"),
+    description="Make a model version champion by hand: set model_name, version and reason in the Launchpad.",
+)
+rollback_model_job = dg.define_asset_job(
+    "rollback_model_job",
+    selection=[CHAMPION_KEY],
+    config=_champion_config("rollback", "previous"),
+    description="Roll a model's champion back to the previous one (or a named version): set model_name and reason.",
 )
 
 

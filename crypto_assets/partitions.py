@@ -8,32 +8,22 @@ and ingestion fetches only the hours that have already ended (:func:`observed_wi
 downstream read the rows it stored.
 Training, evaluation and drift use ``daily_partitions``: complete days only.
 
-The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``YYYY-MM-DD``), default
-2026-01-01; replaying the bundled Binance files needs an earlier start such as 2020-08-01.
+The first partition comes from ``CRYPTO_ASSETS_PARTITIONS_START`` (``crypto_assets/settings.py``).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
 
-DEFAULT_START = "2026-01-01"
-DAY_FMT = "%Y-%m-%d"
+from crypto_assets.settings import DAY_FMT, read_settings
 
+__all__ = ["DAY_FMT", "daily_data_partitions", "daily_partitions", "current_hour", "observed_window"]
 
-def partitions_start() -> str:
-    raw = os.environ.get("CRYPTO_ASSETS_PARTITIONS_START", DEFAULT_START)
-    try:
-        datetime.strptime(raw, DAY_FMT)
-    except ValueError:
-        raise ValueError(f"CRYPTO_ASSETS_PARTITIONS_START must be a date YYYY-MM-DD, got {raw!r}") from None
-    return raw
-
-
-daily_data_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC", end_offset=1)
-daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+_START = read_settings().partitions_start
+daily_data_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC", end_offset=1)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC")
 
 
 def current_hour(now: datetime | None = None) -> datetime:

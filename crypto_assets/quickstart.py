@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_assets.assets.promotion import promotion_run_requests
 from crypto_assets.partitions import DAY_FMT, daily_data_partitions
 from crypto_assets.run_tags import partition_range_tags
+from crypto_assets.sensors import promotion_run_requests
 
 DEFAULT_DAYS = 70
 

@@ -49,15 +49,15 @@ class Lineage:
 
     split_id: str
     feature_spec_version: str
-    train_start: datetime | None
-    train_end: datetime | None
-    train_rows: int | None
-    train_positives: int | None
-    training_frame_sha256: str | None
-    evaluation_start: datetime | None
-    evaluation_end: datetime | None
-    evaluation_rows: int | None
-    evaluation_positives: int | None
+    train_start: datetime | None = None
+    train_end: datetime | None = None
+    train_rows: int | None = None
+    train_positives: int | None = None
+    training_frame_sha256: str | None = None
+    evaluation_start: datetime | None = None
+    evaluation_end: datetime | None = None
+    evaluation_rows: int | None = None  # rows its recipe was evaluated on out of time
+    evaluation_positives: int | None = None
 
     def as_metadata(self) -> dict[str, str | int]:
         """Flat, printable values for the Dagster UI (no None)."""
@@ -158,26 +158,15 @@ def register_version(
     *,
     model_name: str,
     model: Any,
-    split_id: str,
-    run_id: str | None,
-    params: dict,
     features: list[str],
-    feature_spec_version: str,
-    train_start: datetime | None,
-    train_end: datetime | None,
-    train_rows: int,
-    holdout_rows: int,
+    params: dict,
+    lineage: Lineage,
     metrics: dict,
-    train_positives: int | None = None,
-    training_frame_sha256: str | None = None,
-    evaluation_start: datetime | None = None,
-    evaluation_end: datetime | None = None,
-    evaluation_positives: int | None = None,
+    run_id: str | None,
     write_evidence: Callable[[str], None] | None = None,
 ) -> ModelVersion:
     """Append a new version of ``model_name`` with its lineage; its id is the next ``vN``.
 
-    ``holdout_rows`` is the number of rows its recipe was evaluated on out of time.
     ``write_evidence(version_id)`` writes rows that belong with the version (its walk-forward
     scores) in the same transaction: a version is never registered without them.
     """
@@ -185,22 +174,22 @@ def register_version(
     values = {
         "model_name": model_name,
         "run_id": run_id,
-        "split_id": split_id,
+        "split_id": lineage.split_id,
         "params": json.dumps(params, sort_keys=True, default=str),
         "features": json.dumps(features),
-        "feature_spec_version": feature_spec_version,
-        "train_start": train_start and utc_naive(train_start),
-        "train_end": train_end and utc_naive(train_end),
-        "train_rows": train_rows,
-        "holdout_rows": holdout_rows,
+        "feature_spec_version": lineage.feature_spec_version,
+        "train_start": lineage.train_start and utc_naive(lineage.train_start),
+        "train_end": lineage.train_end and utc_naive(lineage.train_end),
+        "train_rows": lineage.train_rows,
+        "holdout_rows": lineage.evaluation_rows,
         "metrics": json.dumps(metrics, sort_keys=True),
         "artifact": artifact,
         "artifact_sha256": sha256(artifact),
-        "train_positives": train_positives,
-        "training_frame_sha256": training_frame_sha256,
-        "evaluation_start": evaluation_start and utc_naive(evaluation_start),
-        "evaluation_end": evaluation_end and utc_naive(evaluation_end),
-        "evaluation_positives": evaluation_positives,
+        "train_positives": lineage.train_positives,
+        "training_frame_sha256": lineage.training_frame_sha256,
+        "evaluation_start": lineage.evaluation_start and utc_naive(lineage.evaluation_start),
+        "evaluation_end": lineage.evaluation_end and utc_naive(lineage.evaluation_end),
+        "evaluation_positives": lineage.evaluation_positives,
         "created_at": utc_naive(datetime.now(UTC)),
     }
     with transaction(conn):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
-import os
 from pathlib import Path
 
-REPORTS_URL_ENV = "CRYPTO_ASSETS_REPORTS_URL"
+from crypto_assets.settings import read_settings
+
 DEFAULT_PORT = 3001
 
 
@@ -36,30 +36,16 @@ def serve(directory: Path, port: int, host: str = "127.0.0.1") -> http.server.Th
     return http.server.ThreadingHTTPServer((host, port), handler)
 
 
-def report_url(file_name: str) -> str | None:
-    """The report's http link, when a report server is configured (``CRYPTO_ASSETS_REPORTS_URL``)."""
-    base = os.environ.get(REPORTS_URL_ENV, "").strip()
-    if not base:
-        return None
-    if not base.startswith(("http://", "https://")):
-        raise ValueError(f"{REPORTS_URL_ENV} must be an http(s) URL, got {base!r}")
-    return f"{base.rstrip('/')}/{file_name}"
-
-
 def main(argv: list[str] | None = None) -> None:
-    from crypto_assets.assets.drift import reports_dir
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument(
         "--directory", type=Path, default=None, help="default: CRYPTO_ASSETS_REPORTS_DIR or .local/reports"
     )
     args = parser.parse_args(argv)
-    server = serve(args.directory or reports_dir(), args.port)
-    print(
-        f"serving drift reports from {args.directory or reports_dir()} on http://127.0.0.1:{server.server_address[1]}",
-        flush=True,
-    )
+    directory = args.directory or read_settings().reports_dir
+    server = serve(directory, args.port)
+    print(f"serving drift reports from {directory} on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -4,8 +4,8 @@
 checks have all been evaluated it launches ``champion_gate_job``, which reads those check results
 and promotes the candidate or records why not.
 
-``run_failure_alert_sensor`` logs every failed run and, when ``CRYPTO_ASSETS_ALERT_WEBHOOK_URL``
-is set, posts a short JSON message there.
+``run_failure_alert_sensor`` logs every failed run and, when the ``alert_webhook`` resource has a URL
+(``CRYPTO_ASSETS_ALERT_WEBHOOK_URL``), posts a short JSON message there.
 
 ``drift_retraining_sensor`` watches ``feature_drift`` materializations and asks for a
 ``daily_training_job`` run of the drifted day when the asset's dataset-level rule detected drift
@@ -14,7 +14,6 @@ is set, posts a short JSON message there.
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,29 +21,19 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from crypto_assets.assets.drift import DRIFT_DETECTED_METADATA_KEY, DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
-from crypto_assets.assets.promotion import champion_gate_job, promotion_run_requests
+from crypto_assets.assets.evaluations import evaluation_key
+from crypto_assets.assets.promotion import CHAMPION_KEY, gate_results_for_run
+from crypto_assets.jobs import champion_gate_job, daily_training_job
+from crypto_assets.ml.families import MODEL_FAMILIES
+from crypto_assets.resources import AlertWebhook
 from crypto_assets.run_tags import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from crypto_assets.settings import read_settings
 
 TRIGGER_TAG = "crypto_assets/trigger"
 DRIFT_TRIGGER = "drift"
-DRIFT_COOLDOWN_ENV = "CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS"
-DEFAULT_DRIFT_COOLDOWN_HOURS = 6.0
-RETRAINING_JOB = "daily_training_job"
+MODEL_TAG = "crypto_assets/model"
 # New materializations read per tick, newest first; only the newest day among them matters.
 _FETCH_LIMIT = 100
-
-
-def drift_cooldown_hours() -> float:
-    raw = os.environ.get(DRIFT_COOLDOWN_ENV)
-    if not raw:
-        return DEFAULT_DRIFT_COOLDOWN_HOURS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{DRIFT_COOLDOWN_ENV} must be a number of hours >= 0, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{DRIFT_COOLDOWN_ENV} must be >= 0, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -143,7 +132,7 @@ def evaluate_drift(
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                job_name=RETRAINING_JOB,
+                job_name=daily_training_job.name,
                 partition_key=day,
                 run_key=f"drift-{day}-{latest.storage_id}",
                 tags={TRIGGER_TAG: DRIFT_TRIGGER, "crypto_assets/drift_share": f"{share:.4f}"},
@@ -158,7 +147,7 @@ def evaluate_drift(
 # the event log. Turn it on in the UI once the threshold suits the market being watched.
 @dg.sensor(
     name="drift_retraining_sensor",
-    job_name=RETRAINING_JOB,
+    job_name=daily_training_job.name,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
@@ -168,7 +157,65 @@ def evaluate_drift(
 )
 def drift_retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Request a daily_training_job run for the newest drifted day, at most once per cooldown."""
-    return evaluate_drift(context.instance, context.cursor, now=time.time(), cooldown_hours=drift_cooldown_hours())
+    return evaluate_drift(
+        context.instance, context.cursor, now=time.time(), cooldown_hours=read_settings().drift_cooldown_hours
+    )
+
+
+def promotion_run_requests(
+    instance: dg.DagsterInstance, cursor: dict[str, int]
+) -> tuple[list[dg.RunRequest], dict[str, int]]:
+    """Run requests for every evaluation materialized after ``cursor`` whose gates have all been evaluated.
+
+    ``cursor`` maps model name -> last handled storage id. An evaluation whose gate checks are
+    still running stops the scan for that model, so it is picked up on a later tick.
+    """
+    requests: list[dg.RunRequest] = []
+    cursor = dict(cursor)
+    # (model, evaluation run) pairs already decided (by this sensor, or by the quickstart running the
+    # same job). Per model: one training run evaluates both models, and deciding one is not the other.
+    decided = {
+        (
+            r.asset_materialization.metadata["model_name"].value,
+            r.asset_materialization.metadata["evaluation_run_id"].value,
+        )
+        for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
+        if {"model_name", "evaluation_run_id"} <= set(r.asset_materialization.metadata)
+    }
+    for family in MODEL_FAMILIES:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=evaluation_key(family), after_storage_id=cursor.get(family.name)),
+            limit=100,
+            ascending=True,
+        ).records
+        for record in records:
+            gates = gate_results_for_run(instance, family.name, record.run_id)
+            if any(v is None for v in gates.values()):
+                break
+            split_id = record.partition_key
+            cursor[family.name] = record.storage_id
+            if (family.name, record.run_id) in decided:
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{family.name}:{record.run_id}:{split_id}",
+                    job_name=champion_gate_job.name,
+                    run_config={
+                        "ops": {
+                            CHAMPION_KEY.path[-1]: {
+                                "config": {
+                                    "model_name": family.name,
+                                    "action": "apply_gates",
+                                    "split_id": split_id,
+                                    "evaluation_run_id": record.run_id,
+                                }
+                            }
+                        }
+                    },
+                    tags={TRIGGER_TAG: "sensor", MODEL_TAG: family.name},
+                )
+            )
+    return requests, cursor
 
 
 @dg.sensor(
@@ -187,9 +234,6 @@ def champion_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
 
-ALERT_WEBHOOK_ENV = "CRYPTO_ASSETS_ALERT_WEBHOOK_URL"
-
-
 def alert_message(run: dg.DagsterRun, error: str | None) -> dict:
     """What an alert says: which job, which run and partition, and the first line of the error."""
     return {
@@ -202,31 +246,23 @@ def alert_message(run: dg.DagsterRun, error: str | None) -> dict:
     }
 
 
-def post_alert(url: str, message: dict, timeout_s: float = 5.0) -> None:
-    import requests
-
-    response = requests.post(url, json=message, timeout=timeout_s)
-    response.raise_for_status()
-
-
 @dg.run_failure_sensor(
     name="run_failure_alert_sensor",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Log every failed run; also post it to CRYPTO_ASSETS_ALERT_WEBHOOK_URL when set.",
+    description="Log every failed run; also post it to the alert webhook (CRYPTO_ASSETS_ALERT_WEBHOOK_URL) when set.",
 )
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_webhook: AlertWebhook) -> None:
     error = context.failure_event.message if context.failure_event else None
     message = alert_message(context.dagster_run, error)
     context.log.error(
         f"{message['text']} (run {message['run_id']}, partition {message['partition'] or '-'}): {message['error']}"
     )
-    url = os.environ.get(ALERT_WEBHOOK_ENV)
-    if url:
+    if alert_webhook.url:
         try:
-            post_alert(url, message)
+            alert_webhook.post(message)
         except Exception as exc:  # an alerting outage must not hide the failure it reports
-            context.log.error(f"could not post the alert to {ALERT_WEBHOOK_ENV}: {type(exc).__name__}")
+            context.log.error(f"could not post the alert to the alert webhook: {type(exc).__name__}")
 
 
 sensors = [drift_retraining_sensor, champion_promotion_sensor, run_failure_alert_sensor]

@@ -28,7 +28,8 @@ _SCHEMA_SQL = resources.files("crypto_assets").joinpath("sql/schema.sql").read_t
 
 # Version 1: files written before the layout was recorded (hourly partitions).
 # Version 2: daily partitions, walk-forward splits and evidence, model lineage, shadow scores.
-LAYOUT_VERSION = 2
+# Version 3: prediction outcomes of every model judged against a label (model_name, generic columns).
+LAYOUT_VERSION = 3
 # from version -> (what the migration to the next version does, its SQL statements).
 MIGRATIONS: dict[int, tuple[str, list[str]]] = {
     1: (
@@ -59,6 +60,11 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
                 )
             ),
         ],
+    ),
+    2: (
+        "prediction outcomes for every model judged against a label: serving.prediction_outcomes is derived "
+        "data and is dropped (re-materialize prediction_outcomes).",
+        ["DROP TABLE IF EXISTS serving.prediction_outcomes"],
     ),
 }
 _PROJECT_SCHEMAS = ("raw", "features", "ml", "registry", "serving")

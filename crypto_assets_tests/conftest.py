@@ -47,10 +47,10 @@ PREPARED_SPLITS = ("2026-03-09", "2026-03-14")
 def prepared_database(tmp_path_factory) -> Path:
     """21 days of synthetic snapshots, features and labels, and two daily splits, built once."""
     from crypto_assets.assets import features, ingestion, splits
-    from crypto_assets.resources import MarketSource
+    from crypto_assets.market.sources import SyntheticMarket
 
     path = tmp_path_factory.mktemp("prepared") / "warehouse.duckdb"
-    resources = {"warehouse": Warehouse(database=str(path)), "market_source": MarketSource()}
+    resources = {"warehouse": Warehouse(database=str(path)), "market_source": SyntheticMarket()}
     # An in-memory instance: this fixture is about the warehouse.
     with dg.DagsterInstance.ephemeral() as inst:
         hourly = dg.materialize(
@@ -88,7 +88,10 @@ def prepared_warehouse(prepared_database: Path, tmp_path: Path) -> Warehouse:
 
 
 def _postgres_server_url() -> str:
-    """DAGSTER_PG_URL (or the default), after checking the server answers; skip, or under CI=true fail, when it does not."""
+    """DAGSTER_PG_URL (or the default), after checking the server answers.
+
+    When it does not: skip, or under CI=true fail.
+    """
     from crypto_assets import instance as instance_setup
 
     url = instance_setup.postgres_url()
@@ -116,7 +119,10 @@ def postgres_url(monkeypatch) -> str:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def instance_home(request, tmp_path) -> Path:
-    """A DAGSTER_HOME prepared as the scripts prepare it: the repo's dagster.yaml (SQLite) or dagster.prod.yaml (PostgreSQL)."""
+    """A DAGSTER_HOME prepared as the scripts prepare it.
+
+    The repo's dagster.yaml (SQLite) or dagster.prod.yaml (PostgreSQL).
+    """
     from crypto_assets import instance as instance_setup
 
     if request.param == "postgres":

@@ -123,7 +123,8 @@ class DagsterServer:
 
     def run_status(self, run_id: str) -> str:
         data = self.graphql(
-            "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } } }",
+            "query($id: ID!) { runOrError(runId: $id) { __typename "
+            "... on Run { status } ... on PythonError { message } } }",
             {"id": run_id},
         )
         run = data["runOrError"]

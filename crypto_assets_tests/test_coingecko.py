@@ -175,7 +175,7 @@ def test_window_with_five_minute_points_aggregates_hourly(server: FakeCoinGecko,
     assert snaps["price"].dtype == "float64"
     assert len(snaps) == 6
     assert set(snaps["source"]) == {"coingecko"}
-    assert set(zip(snaps["coin_id"], snaps["symbol"])) == {("bitcoin", "BTC"), ("ethereum", "ETH")}
+    assert set(zip(snaps["coin_id"], snaps["symbol"], strict=True)) == {("bitcoin", "BTC"), ("ethereum", "ETH")}
     assert snaps["partition_hour"].tolist() == sorted(snaps["partition_hour"].tolist())
     assert snaps["ingested_at"].notna().all()
     for coin_id in ("bitcoin", "ethereum"):
@@ -684,5 +684,5 @@ def test_rate_limit_spacing_is_seen_by_the_server(server: FakeCoinGecko) -> None
     for _ in range(3):
         client.markets(["bitcoin"])
     arrivals = [r.received_at for r in server.requests]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert all(gap >= 0.09 for gap in gaps), gaps

@@ -55,7 +55,7 @@ def _env(home: Path, database: Path) -> dict[str, str]:
 def _overlapped(records) -> bool:
     """Whether at least two of the runs were in progress at the same time."""
     spans = sorted((r.start_time, r.end_time) for r in records)
-    return any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    return any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
 
 
 def test_concurrent_runs_take_turns_on_the_warehouse_and_lose_nothing(prepared_database, instance_home, tmp_path):
@@ -182,7 +182,7 @@ KILLED_MID_WRITE = """
     import dagster as dg
     import crypto_assets.definitions  # what a run worker loads
     from crypto_assets.assets import ingestion
-    from crypto_assets.resources import MarketSource, SyntheticMarketConfig
+    from crypto_assets.market.sources import SyntheticMarket
     from crypto_assets.warehouse import Warehouse
 
     real_replace = ingestion.replace_window
@@ -196,7 +196,7 @@ KILLED_MID_WRITE = """
         return deleted
 
     ingestion.replace_window = replace_then_stall
-    source = MarketSource(synthetic=SyntheticMarketConfig(seed=int(sys.argv[2])))
+    source = SyntheticMarket(seed=int(sys.argv[2]))
     result = dg.materialize([ingestion.market_snapshots], instance=dg.DagsterInstance.get(), partition_key=sys.argv[4],
                             resources={"warehouse": Warehouse(database=sys.argv[1]), "market_source": source})
     print("SUCCESS" if result.success else "FAILED", flush=True)

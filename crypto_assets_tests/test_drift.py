@@ -1,4 +1,7 @@
-"""Feature drift: like with like, thresholds calibrated on the reference, a dataset-level rule; and the retraining sensor."""
+"""Feature drift, and the retraining sensor.
+
+Drift: like with like, thresholds calibrated on the reference, a dataset-level rule.
+"""
 
 import json
 from datetime import datetime
@@ -7,14 +10,17 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 
 from crypto_assets import registry
 from crypto_assets.assets import drift, features, ingestion
 from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
+from crypto_assets.market.sources import SyntheticMarket
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.resources import MarketSource
-from crypto_assets.sensors import DRIFT_COOLDOWN_ENV, TRIGGER_TAG, drift_cooldown_hours, drift_retraining_sensor
+from crypto_assets.resources import DriftReports, build_resources
+from crypto_assets.sensors import TRIGGER_TAG, drift_retraining_sensor
+from crypto_assets.settings import DRIFT_COOLDOWN_ENV, REPORTS_DIR_ENV, REPORTS_URL_ENV, SettingsError, read_settings
 from crypto_assets.warehouse import Warehouse
 
 from .conftest import private_copy, range_tags
@@ -25,7 +31,7 @@ DAY = "2026-03-17"
 @pytest.fixture(autouse=True)
 def reports(tmp_path: Path, monkeypatch) -> Path:
     folder = tmp_path / "reports"
-    monkeypatch.setenv(drift.REPORTS_DIR_ENV, str(folder))
+    monkeypatch.setenv(REPORTS_DIR_ENV, str(folder))
     return folder
 
 
@@ -37,7 +43,7 @@ def market_database(tmp_path_factory) -> Path:
         assert dg.materialize(
             [ingestion.market_snapshots, features.coin_features],
             instance=instance,
-            resources={"warehouse": Warehouse(database=str(path)), "market_source": MarketSource()},
+            resources={"warehouse": Warehouse(database=str(path)), "market_source": SyntheticMarket()},
             tags=range_tags("2026-02-20", "2026-03-18"),
         ).success
     return path
@@ -53,7 +59,7 @@ def materialize_drift(warehouse, instance, day=DAY, tags=None, **config):
         [drift.feature_drift],
         instance=instance,
         partition_key=day,
-        resources={"warehouse": warehouse},
+        resources={"warehouse": warehouse, "drift_reports": build_resources()["drift_reports"]},
         run_config=dg.RunConfig(ops={"feature_drift": drift.DriftConfig(**config)}),
         tags=tags,
         raise_on_error=False,
@@ -66,13 +72,20 @@ def materialization_metadata(result) -> dict:
 
 
 def freeze_the_feed(warehouse: Warehouse, day: str) -> None:
-    """From ``day`` on, every coin's feed repeats its last price and volume (the source stopped updating), and features are recomputed."""
+    """From ``day`` on, every coin's feed repeats its last price and volume; features are recomputed.
+
+    As if the source stopped updating.
+    """
     with warehouse.connect() as conn:
         conn.execute(
             """
-            UPDATE raw.market_snapshots s SET price = last.price, open = last.price, high = last.price, low = last.price,
+            UPDATE raw.market_snapshots s
+               SET price = last.price, open = last.price, high = last.price, low = last.price,
                    volume_quote = last.volume_quote
-            FROM (SELECT coin_id, price, volume_quote FROM raw.market_snapshots WHERE partition_hour = ?::TIMESTAMP - INTERVAL 1 HOUR) last
+            FROM (
+                SELECT coin_id, price, volume_quote FROM raw.market_snapshots
+                WHERE partition_hour = ?::TIMESTAMP - INTERVAL 1 HOUR
+            ) last
             WHERE s.coin_id = last.coin_id AND s.partition_hour >= ?::TIMESTAMP
             """,
             [day, day],
@@ -136,16 +149,18 @@ def test_a_champion_is_compared_on_the_rows_it_was_trained_on(market, instance):
             conn,
             model_name="volatility_model",
             model={"stub": True},
-            split_id="2026-03-05",
-            run_id=None,
-            params={},
             features=list(DRIFT_FEATURES),
-            feature_spec_version=FEATURE_SPEC_VERSION,
-            train_start=datetime(2026, 2, 26),
-            train_end=datetime(2026, 3, 6),
-            train_rows=1,
-            holdout_rows=1,
+            params={},
+            lineage=registry.Lineage(
+                split_id="2026-03-05",
+                feature_spec_version=FEATURE_SPEC_VERSION,
+                train_start=datetime(2026, 2, 26),
+                train_end=datetime(2026, 3, 6),
+                train_rows=1,
+                evaluation_rows=1,
+            ),
             metrics={},
+            run_id=None,
         )
         registry.record_decision(
             conn,
@@ -239,10 +254,10 @@ def test_drift_config_and_report_names():
         {"per_feature_thresholds": {"no_such_feature": 1.0}},
         {"method": "ks"},
     ):
-        with pytest.raises(Exception):
+        with pytest.raises(pydantic.ValidationError):
             drift.DriftConfig(**bad)
     assert (
-        drift.report_file_name("2026-03-10", "recent_vs_champion_training:m/1")
+        DriftReports(folder="/reports").path("2026-03-10", "recent_vs_champion_training:m/1").name
         == "feature_drift_2026-03-10_recent_vs_champion_training_m_1.html"
     )
 
@@ -313,10 +328,11 @@ def test_sensor_ignores_materializations_of_runs_it_triggered(instance):
 
 def test_sensor_cooldown_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "1.5")
-    assert drift_cooldown_hours() == 1.5
-    monkeypatch.setenv(DRIFT_COOLDOWN_ENV, "soon")
-    with pytest.raises(ValueError, match=DRIFT_COOLDOWN_ENV):
-        drift_cooldown_hours()
+    assert read_settings().drift_cooldown_hours == 1.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(DRIFT_COOLDOWN_ENV, bad)
+        with pytest.raises(SettingsError, match=DRIFT_COOLDOWN_ENV):
+            read_settings()
 
 
 def test_the_code_location_wires_the_drift_asset_and_sensor():
@@ -333,7 +349,7 @@ def test_the_report_opens_from_the_ui_over_http(market, instance, reports, monke
     import urllib.error
     import urllib.request
 
-    from crypto_assets.report_server import REPORTS_URL_ENV, serve
+    from crypto_assets.report_server import serve
 
     server = serve(reports, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -354,7 +370,5 @@ def test_the_report_opens_from_the_ui_over_http(market, instance, reports, monke
         server.shutdown()
         server.server_close()
     monkeypatch.setenv(REPORTS_URL_ENV, "file:///tmp")
-    with pytest.raises(ValueError, match=REPORTS_URL_ENV):
-        from crypto_assets.report_server import report_url
-
-        report_url("x.html")
+    with pytest.raises(SettingsError, match=REPORTS_URL_ENV):
+        read_settings()

@@ -148,7 +148,7 @@ def test_rows_one_model_did_not_score_make_the_comparison_inconclusive():
 
 def test_metrics_of_scores_that_are_not_numbers_are_undefined_not_a_crash():
     # So the evaluation reaches its no_nan_scores gate, which fails, instead of crashing before it.
-    from crypto_assets.ml.families import ranking_metrics
+    from crypto_assets.ml.metrics import ranking_metrics
 
     truth, noise = _market(seed=6)
     noise[7] = np.nan

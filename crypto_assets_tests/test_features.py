@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from benchmarks.feature_benchmark import compare
-from benchmarks.features_pandas import pandas_features
 from crypto_assets.assets import features, ingestion
 from crypto_assets.feature_spec import (
     FEATURE_SPEC_VERSION,
@@ -31,10 +30,11 @@ from crypto_assets.feature_spec import (
     feature_table_columns,
 )
 from crypto_assets.market.schema import SNAPSHOT_COLUMNS, conform
+from crypto_assets.market.sources import SyntheticMarket
 from crypto_assets.market.synthetic import synthetic_window
 from crypto_assets.market.universe import default_universe
-from crypto_assets.resources import MarketSource
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
+from crypto_assets_tests.features_pandas import pandas_features
 
 from .conftest import range_tags
 
@@ -208,8 +208,8 @@ def test_rsi_uses_simple_sums_of_the_last_14_changes(warehouse):
 
 def test_hours_that_traded_nothing_give_finite_features_and_the_detectors_train(warehouse):
     """Thin markets: hours with volume 0 and an unchanged price (real exports are full of them)."""
-    from crypto_assets.feature_spec import ANOMALY_DETECTOR_FEATURES, VOLATILITY_MODEL_FEATURES
-    from crypto_assets.ml.families import AnomalyDetector
+    from crypto_assets.ml.anomaly_detector import AnomalyDetector
+    from crypto_assets.ml.families import MODEL_FAMILIES
 
     n = 10 * 24
     rng = np.random.default_rng(3)
@@ -219,7 +219,7 @@ def test_hours_that_traded_nothing_give_finite_features_and_the_detectors_train(
     dead_volume = np.where(np.arange(n) % 5 == 0, 5e4, 0.0)
     all_zero = coin_rows("zero", np.full(n, 3.0), volumes=0.0)  # never trades at all
     frame = hand_features(warehouse, coin_rows("live", walk), coin_rows("dead", dead, volumes=dead_volume), all_zero)
-    feature_columns = sorted(set(ANOMALY_DETECTOR_FEATURES) | set(VOLATILITY_MODEL_FEATURES))
+    feature_columns = sorted({name for family in MODEL_FAMILIES for name in family.features})
     values = frame[feature_columns].to_numpy(dtype=float)
     assert not np.isinf(values).any(), [c for c in feature_columns if np.isinf(frame[c].astype(float)).any()]
     # Volume features say "nothing traded" as numbers, not as gaps, wherever their window is full.
@@ -240,7 +240,7 @@ def _truncated_ema(hours: Sequence[int], values: Sequence[float], span: int) -> 
     out = []
     for i, now in enumerate(hours):
         num = den = 0.0
-        for then, value in zip(hours[: i + 1], values[: i + 1]):
+        for then, value in zip(hours[: i + 1], values[: i + 1], strict=True):
             if now - then < 4 * span:
                 num += w ** (now - then) * value
                 den += w ** (now - then)
@@ -495,7 +495,7 @@ def test_snapshots_features_and_labels_materialize_with_passing_checks(warehouse
     result = dg.materialize(
         [ingestion.market_snapshots, features.coin_features, features.coin_labels],
         instance=instance,
-        resources={"warehouse": warehouse, "market_source": MarketSource()},
+        resources={"warehouse": warehouse, "market_source": SyntheticMarket()},
         # one day in a single run: Dagster still writes events for each hour, which is what takes the time
         tags=range_tags("2026-03-01", "2026-03-01"),
         raise_on_error=False,
@@ -515,7 +515,8 @@ def test_snapshots_features_and_labels_materialize_with_passing_checks(warehouse
     stored = warehouse.query("SELECT DISTINCT feature_spec_version FROM features.coin_features")
     assert stored["feature_spec_version"].tolist() == [FEATURE_SPEC_VERSION]
     counts = warehouse.query(
-        "SELECT (SELECT count(*) FROM raw.market_snapshots) AS snapshots, (SELECT count(*) FROM features.coin_features) AS features,"
+        "SELECT (SELECT count(*) FROM raw.market_snapshots) AS snapshots,"
+        " (SELECT count(*) FROM features.coin_features) AS features,"
         " (SELECT count(*) FROM features.coin_labels) AS labels"
     ).iloc[0]
     assert counts.to_dict() == {"snapshots": 24 * 20, "features": 24 * 20, "labels": 24 * 20}
@@ -545,7 +546,10 @@ def test_a_range_computed_in_pieces_equals_the_range_computed_whole(warehouse, i
 @pytest.mark.parametrize("bad", ["'inf'::DOUBLE", "'nan'::DOUBLE"])
 def test_a_non_finite_feature_fails_the_blocking_check_naming_it(warehouse, instance, monkeypatch, bad):
     load(warehouse, synthetic_with_gaps())
-    spoiled = f"SELECT * REPLACE (CASE WHEN coin_id = 'bitcoin' THEN {bad} ELSE rv_6h END AS rv_6h) FROM ({features.FEATURES_SQL})"
+    spoiled = (
+        f"SELECT * REPLACE (CASE WHEN coin_id = 'bitcoin' THEN {bad} ELSE rv_6h END AS rv_6h) "
+        f"FROM ({features.FEATURES_SQL})"
+    )
     monkeypatch.setattr(features, "FEATURES_SQL", spoiled)
     day = f"{synth_hour(10 * 24):%Y-%m-%d}"
     result = dg.materialize(

@@ -62,13 +62,14 @@ query Materializations($path: [String!]!, $partition: String!) {
         runId
         partition
         timestamp
-        metadataEntries { %s }
+        metadataEntries { """
+    + METADATA_FIELDS
+    + """ }
       }
     }
   }
 }
 """
-    % METADATA_FIELDS
 )
 
 CHECK_EXECUTIONS_QUERY = (
@@ -84,12 +85,13 @@ query CheckExecutions($path: [String!]!, $check: String!) {
       success
       severity
       partition
-      metadataEntries { %s }
+      metadataEntries { """
+    + METADATA_FIELDS
+    + """ }
     }
   }
 }
 """
-    % METADATA_FIELDS
 )
 
 

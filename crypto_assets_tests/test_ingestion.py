@@ -9,8 +9,10 @@ import pytest
 
 from crypto_assets.assets import ingestion
 from crypto_assets.market.schema import SNAPSHOT_COLUMNS, SourceBatch, conform
+from crypto_assets.market.sources import SyntheticMarket
 from crypto_assets.partitions import daily_data_partitions, observed_window
-from crypto_assets.resources import MarketSource, build_resources
+from crypto_assets.resources import build_resources
+from crypto_assets.settings import SettingsError, read_settings
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
 from .conftest import range_tags
@@ -23,7 +25,7 @@ def materialize(warehouse, instance, source=None, **kwargs):
     return dg.materialize(
         ASSETS,
         instance=instance,
-        resources={"warehouse": warehouse, "market_source": source or MarketSource()},
+        resources={"warehouse": warehouse, "market_source": source or SyntheticMarket()},
         raise_on_error=False,
         **kwargs,
     )
@@ -97,7 +99,8 @@ def test_seven_days_backfill_in_one_run(warehouse, instance):
     assert result.success
     assert len(instance.get_runs()) == 1
     stats = warehouse.query(
-        "SELECT count(*) AS n, count(DISTINCT partition_hour) AS hours, count(DISTINCT coin_id) AS coins FROM raw.market_snapshots"
+        "SELECT count(*) AS n, count(DISTINCT partition_hour) AS hours, count(DISTINCT coin_id) AS coins"
+        " FROM raw.market_snapshots"
     ).iloc[0]
     assert (stats["n"], stats["hours"], stats["coins"]) == (7 * 24 * 20, 168, 20)
     materialized = instance.get_materialized_partitions(dg.AssetKey("market_snapshots"))
@@ -209,7 +212,7 @@ def test_schema_check_fails_on_a_changed_table(warehouse):
     assert "surprise" in result.metadata["unexpected"].value
 
 
-class DuplicatingSource(MarketSource):
+class DuplicatingSource(SyntheticMarket):
     """A source that delivers every row twice: the blocking check must stop the run."""
 
     def fetch(self, start, end):
@@ -243,14 +246,14 @@ def test_failed_blocking_check_records_the_materialization_but_fails_the_step(wa
 
 
 def test_deployment_and_source_settings_are_validated(monkeypatch):
-    with pytest.raises(ValueError, match="DAGSTER_DEPLOYMENT"):
-        build_resources("staging")
-    monkeypatch.setenv("CRYPTO_ASSETS_SOURCE", "bloomberg")
-    with pytest.raises(ValueError, match="CRYPTO_ASSETS_SOURCE"):
-        build_resources("local")
-    monkeypatch.delenv("CRYPTO_ASSETS_SOURCE")
-    assert build_resources("local")["market_source"].kind == "synthetic"
-    assert build_resources("prod")["market_source"].kind == "coingecko"
+    with pytest.raises(SettingsError, match="DAGSTER_DEPLOYMENT"):
+        read_settings({"DAGSTER_DEPLOYMENT": "staging"})
+    with pytest.raises(SettingsError, match="CRYPTO_ASSETS_SOURCE"):
+        build_resources(read_settings({"CRYPTO_ASSETS_SOURCE": "bloomberg"}))
+    assert build_resources(read_settings({}))["market_source"].kind == "synthetic"
+    assert build_resources(read_settings({"DAGSTER_DEPLOYMENT": "prod"}))["market_source"].kind == "coingecko"
+    csv = build_resources(read_settings({"CRYPTO_ASSETS_SOURCE": "csv", "CRYPTO_ASSETS_CSV_PATHS": "a.csv:b"}))
+    assert csv["market_source"].kind == "csv" and csv["market_source"].paths == ["a.csv", "b"]
 
 
 @pytest.mark.parametrize(
@@ -289,12 +292,10 @@ def test_a_database_in_a_missing_folder_is_a_clear_error(tmp_path):
             pass
 
 
-def test_partitions_start_is_validated(monkeypatch):
-    from crypto_assets.partitions import partitions_start
-
-    monkeypatch.setenv("CRYPTO_ASSETS_PARTITIONS_START", "01/02/2020")
-    with pytest.raises(ValueError, match="CRYPTO_ASSETS_PARTITIONS_START"):
-        partitions_start()
+def test_partitions_start_is_validated():
+    with pytest.raises(SettingsError, match="CRYPTO_ASSETS_PARTITIONS_START"):
+        read_settings({"CRYPTO_ASSETS_PARTITIONS_START": "01/02/2020"})
+    assert read_settings({"CRYPTO_ASSETS_PARTITIONS_START": "2020-08-01"}).partitions_start == "2020-08-01"
 
 
 def test_definitions_validate_and_load_without_heavy_ml_imports():
@@ -313,7 +314,8 @@ def test_definitions_validate_and_load_without_heavy_ml_imports():
             sys.executable,
             "-c",
             "import sys, crypto_assets.definitions; "
-            "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently', 'arch', 'scipy', 'pandas', 'numpy') if m in sys.modules))",
+            "print(','.join(m for m in ('sklearn', 'lightgbm', 'evidently', 'arch', 'scipy', 'pandas', 'numpy') "
+            "if m in sys.modules))",
         ],
         cwd=root,
         capture_output=True,

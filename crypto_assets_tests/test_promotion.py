@@ -10,9 +10,10 @@ import pandas as pd
 
 from crypto_assets import registry
 from crypto_assets.assets import candidates, evaluations, promotion, serving
-from crypto_assets.assets.promotion import promotion_run_requests
 from crypto_assets.ml.families import FAMILIES_BY_NAME
+from crypto_assets.ml.gates import BASELINE_GATE, CHAMPION_GATE
 from crypto_assets.ml.walk_forward import frame_sha256
+from crypto_assets.sensors import promotion_run_requests
 
 DAY = "2026-03-14"
 QUICK = {"anomaly_detector": {"train_days": 7}, "volatility_model": {"train_days": 7, "n_estimators": 40}}
@@ -78,16 +79,16 @@ def test_failed_gate_leaves_the_champion_unchanged_and_records_why(prepared_ware
     evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_pr_auc": 0.999})
     assert not evaluation.success  # the blocking gate stops the run...
     outcomes = gate_outcomes(evaluation)
-    assert outcomes[evaluations.FLOOR_GATE] == "failed" and outcomes[evaluations.BASELINE_GATE] == "passed"
+    assert outcomes["meets_metric_floor"] == "failed" and outcomes[BASELINE_GATE] == "passed"
     # ...but the evaluation is recorded, and promotion reads the gate results themselves.
     requests, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert len(requests) == 1 and results[0].success
     assert champion_id(prepared_warehouse) is None
     (event,) = events(prepared_warehouse)
     assert event["outcome"] == "refused" and event["trigger"] == "sensor"
-    assert f"{evaluations.FLOOR_GATE} failed" in event["reason"]
+    assert f"{'meets_metric_floor'} failed" in event["reason"]
     assert "90% CI [" in event["reason"]  # the evidence the gates saw travels with the decision
-    assert json.loads(event["gate_results"])[evaluations.FLOOR_GATE] == "failed"
+    assert json.loads(event["gate_results"])["meets_metric_floor"] == "failed"
     decision = results[0].asset_materializations_for_node("model_champions")[0].metadata
     assert decision["outcome"].value == "refused" and decision["champion_version"].value == "none"
 
@@ -96,16 +97,13 @@ def test_too_few_positives_refuses_as_inconclusive(prepared_warehouse, instance)
     evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_positives": 100_000})
     assert not evaluation.success
     outcomes = gate_outcomes(evaluation)
-    assert outcomes[evaluations.BASELINE_GATE] == "inconclusive" and outcomes[evaluations.FLOOR_GATE] == "inconclusive"
-    check = next(e for e in evaluation.get_asset_check_evaluations() if e.check_name == evaluations.BASELINE_GATE)
+    assert outcomes[BASELINE_GATE] == "inconclusive" and outcomes["meets_metric_floor"] == "inconclusive"
+    check = next(e for e in evaluation.get_asset_check_evaluations() if e.check_name == BASELINE_GATE)
     assert not check.passed and check.description.startswith("INCONCLUSIVE")
     apply_promotion_requests(prepared_warehouse, instance)
     (event,) = events(prepared_warehouse)
     assert event["outcome"] == "refused"
-    assert (
-        f"{evaluations.BASELINE_GATE} inconclusive" in event["reason"]
-        and "fewer than the 100000 required" in event["reason"]
-    )
+    assert f"{BASELINE_GATE} inconclusive" in event["reason"] and "fewer than the 100000 required" in event["reason"]
     assert champion_id(prepared_warehouse) is None
 
 
@@ -119,7 +117,7 @@ def test_first_candidate_becomes_champion_on_its_intervals(prepared_warehouse, i
     stored = prepared_warehouse.query(
         "SELECT gate, comparator, ci_low, ci_high, outcome FROM ml.gate_evidence WHERE split_id = ?", [DAY]
     )
-    assert stored.values.tolist()[0][:2] == [evaluations.BASELINE_GATE, "zscore"] and stored["ci_low"][0] > 0
+    assert stored.values.tolist()[0][:2] == [BASELINE_GATE, "zscore"] and stored["ci_low"][0] > 0
     _, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert results[0].success
     assert champion_id(prepared_warehouse) == "v1"
@@ -162,10 +160,10 @@ def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehous
     # gain (margin 0) refuses it; the default margin (not credibly worse) lets the fresher fit serve.
     same = train_and_evaluate(prepared_warehouse, instance, gates={"champion_margin": 0.0})
     assert not same.success
-    assert gate_outcomes(same)[evaluations.CHAMPION_GATE] == "failed"
+    assert gate_outcomes(same)[CHAMPION_GATE] == "failed"
     evidence_row = prepared_warehouse.query(
         "SELECT difference, ci_low, ci_high FROM ml.gate_evidence WHERE gate = ? AND version_id = 'v3'",
-        [evaluations.CHAMPION_GATE],
+        [CHAMPION_GATE],
     ).iloc[0]
     assert evidence_row.tolist() == [0.0, 0.0, 0.0]
     _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
@@ -197,7 +195,7 @@ def test_lineage_is_recorded_with_the_version_and_matches_the_split(prepared_war
         candidate_rows["truth"].sum()
     )
     # the training frame's hash names exactly the rows the refit read
-    from crypto_assets.assets.splits import load_rows
+    from crypto_assets.training_data import load_rows
 
     with prepared_warehouse.connect() as conn:
         rows = load_rows(conn, lineage.train_start, lineage.train_end)
@@ -268,7 +266,7 @@ def test_a_tampered_artifact_cannot_become_champion(prepared_warehouse, instance
 
 
 def _score(warehouse, instance, name="anomaly_detector", day=DAY):
-    asset = next(a for a in serving.scoring_assets if a.key.path[0] == serving.SCORE_TABLES[name])
+    asset = next(a for a in serving.scoring_assets if a.key == serving.score_key(FAMILIES_BY_NAME[name]))
     return dg.materialize(
         [asset], instance=instance, partition_key=day, resources={"warehouse": warehouse}, raise_on_error=False
     )
@@ -289,7 +287,10 @@ def test_the_champion_serves_and_the_latest_candidate_scores_beside_it_in_shadow
         prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="test"
     )
     assert _score(prepared_warehouse, instance).success
-    by_role = "SELECT role, version_id, count(*) AS n FROM serving.model_scores WHERE model_name = 'anomaly_detector' GROUP BY ALL ORDER BY role, version_id"
+    by_role = (
+        "SELECT role, version_id, count(*) AS n FROM serving.model_scores"
+        " WHERE model_name = 'anomaly_detector' GROUP BY ALL ORDER BY role, version_id"
+    )
     assert prepared_warehouse.query(by_role).values.tolist() == [["champion", "v1", 24 * 20], ["shadow", "v2", 24 * 20]]
     first = prepared_warehouse.query(
         "SELECT role, coin_id, partition_hour, score, scored_at FROM serving.model_scores ORDER BY ALL"
@@ -344,7 +345,8 @@ def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfill
         "SELECT role, version_id, live, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role"
     )
     labeled = prepared_warehouse.query(
-        "SELECT count(*) AS n FROM features.coin_labels WHERE volatility_spike IS NOT NULL AND partition_hour::DATE = DATE '2026-03-14'"
+        "SELECT count(*) AS n FROM features.coin_labels"
+        " WHERE volatility_spike IS NOT NULL AND partition_hour::DATE = DATE '2026-03-14'"
     )["n"][0]
     # scored long after the hours ended (a backfill today of a day in March): none of it is live
     assert rows.values.tolist() == [["champion", "v1", False, labeled], ["shadow", "v2", False, labeled]]

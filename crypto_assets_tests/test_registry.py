@@ -12,16 +12,16 @@ def _register(conn, name="m", payload=None, split="2026-03-15"):
         conn,
         model_name=name,
         model=payload if payload is not None else {"weights": [1, 2, 3]},
-        split_id=split,
-        run_id="run-1",
-        params={"alpha": 0.5},
         features=["a", "b"],
-        feature_spec_version="spec1",
-        train_start=None,
-        train_end=None,
-        train_rows=10,
-        holdout_rows=5,
+        params={"alpha": 0.5},
+        lineage=registry.Lineage(
+            split_id=split,
+            feature_spec_version="spec1",
+            train_rows=10,
+            evaluation_rows=5,
+        ),
         metrics={"pr_auc": 0.7},
+        run_id="run-1",
     )
 
 

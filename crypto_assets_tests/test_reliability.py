@@ -15,8 +15,9 @@ import pytest
 from crypto_assets import registry
 from crypto_assets.assets import ingestion
 from crypto_assets.assets.splits import SplitConfig
-from crypto_assets.ml.families import GateConfig, VolatilityModelConfig
-from crypto_assets.resources import CoinGeckoMarketConfig, CsvMarketConfig, MarketSource, SyntheticMarketConfig
+from crypto_assets.market.sources import CoinGeckoMarket, CsvReplayMarket, SyntheticMarket
+from crypto_assets.ml.gates import GateConfig
+from crypto_assets.ml.volatility_model import VolatilityModelConfig
 
 from .fake_coingecko import FakeCoinGecko
 
@@ -103,7 +104,8 @@ INTERRUPTED_PROMOTION = """
 
     with Warehouse(database=sys.argv[1]).connect() as conn:
         registry.record_decision(PauseAfterAliasMove(conn), model_name="m", to_version="v2", expected_from="v1",
-                                 outcome="promoted", trigger="manual", reason="interrupted", gate_results={}, run_id=None)
+                                 outcome="promoted", trigger="manual", reason="interrupted", gate_results={},
+                                 run_id=None)
 """
 
 
@@ -114,16 +116,16 @@ def test_a_promotion_killed_midway_leaves_alias_and_events_consistent(warehouse)
                 conn,
                 model_name="m",
                 model={},
-                split_id="s",
-                run_id=None,
-                params={},
                 features=[],
-                feature_spec_version="x",
-                train_start=None,
-                train_end=None,
-                train_rows=1,
-                holdout_rows=1,
+                params={},
+                lineage=registry.Lineage(
+                    split_id="s",
+                    feature_spec_version="x",
+                    train_rows=1,
+                    evaluation_rows=1,
+                ),
                 metrics={},
+                run_id=None,
             )
         registry.record_decision(
             conn,
@@ -187,7 +189,7 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
     )
     path = tmp_path / "hostile.csv"
     pd.concat([rows, bad]).to_csv(path, index=False)
-    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], inject_anomalies=False))
+    source = CsvReplayMarket(paths=[str(path)], inject_anomalies=False)
     result = dg.materialize(
         [ingestion.market_snapshots],
         instance=instance,
@@ -207,16 +209,16 @@ def test_hostile_coin_ids_and_symbols_are_stored_literally(warehouse, instance, 
                 conn,
                 model_name=name,
                 model={},
-                split_id=name,
-                run_id=None,
-                params={"p": name},
                 features=[name],
-                feature_spec_version="x",
-                train_start=None,
-                train_end=None,
-                train_rows=1,
-                holdout_rows=1,
+                params={"p": name},
+                lineage=registry.Lineage(
+                    split_id=name,
+                    feature_spec_version="x",
+                    train_rows=1,
+                    evaluation_rows=1,
+                ),
                 metrics={},
+                run_id=None,
             )
             assert registry.resolve(conn, name, "latest").params == {"p": name}
         with pytest.raises(registry.RegistryError, match="not valid"):
@@ -235,7 +237,7 @@ def test_an_unreadable_csv_file_is_said_in_the_run_and_the_others_land(warehouse
     )
     good.to_csv(tmp_path / "good.csv", index=False)
     (tmp_path / "export.csv").write_text("Date,Open,High,Low,Close\n2026-03-01 01-AM,1,2,0.5,1.5\n")  # no pair anywhere
-    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(tmp_path)], inject_anomalies=False))
+    source = CsvReplayMarket(paths=[str(tmp_path)], inject_anomalies=False)
     result = dg.materialize(
         [ingestion.market_snapshots],
         instance=instance,
@@ -259,12 +261,11 @@ def test_an_unreadable_csv_file_is_said_in_the_run_and_the_others_land(warehouse
         (lambda: SplitConfig(evaluation_days=400), "evaluation_days"),
         (lambda: VolatilityModelConfig(train_days=1), "train_days"),
         (lambda: GateConfig(min_positives=0), "min_positives"),
-        (lambda: SyntheticMarketConfig(regime_shift_at="yesterday"), "regime_shift_at"),
+        (lambda: SyntheticMarket(regime_shift_at="yesterday"), "regime_shift_at"),
         (lambda: SplitConfig(embargo_hours=2), "embargo_hours"),
         (lambda: GateConfig(min_pr_auc=1.5), "min_pr_auc"),
-        (lambda: MarketSource(kind="bloomberg"), "kind"),
-        (lambda: CoinGeckoMarketConfig(requests_per_minute=0), "requests_per_minute"),
-        (lambda: CsvMarketConfig(anomaly_rate=-0.1), "anomaly_rate"),
+        (lambda: CoinGeckoMarket(requests_per_minute=0), "requests_per_minute"),
+        (lambda: CsvReplayMarket(paths=["x.csv"], anomaly_rate=-0.1), "anomaly_rate"),
     ],
 )
 def test_out_of_range_config_fails_fast_naming_the_field(build, field):
@@ -294,16 +295,13 @@ def _everything_said(instance: dg.DagsterInstance, result) -> str:
 def test_the_api_key_never_appears_in_logs_metadata_or_errors(warehouse, instance, monkeypatch, capfd):
     monkeypatch.setenv("COINGECKO_API_KEY", SECRET)
 
-    def source(base_url: str) -> MarketSource:
-        return MarketSource(
-            kind="coingecko",
-            coingecko=CoinGeckoMarketConfig(
-                base_url=base_url,
-                api_key=dg.EnvVar("COINGECKO_API_KEY"),
-                coin_ids=["bitcoin", "ethereum"],
-                requests_per_minute=6000,
-                max_attempts=1,
-            ),
+    def source(base_url: str) -> CoinGeckoMarket:
+        return CoinGeckoMarket(
+            base_url=base_url,
+            api_key=dg.EnvVar("COINGECKO_API_KEY"),
+            coin_ids=["bitcoin", "ethereum"],
+            requests_per_minute=6000,
+            max_attempts=1,
         )
 
     with FakeCoinGecko(required_key=("x-cg-demo-api-key", SECRET)) as server:

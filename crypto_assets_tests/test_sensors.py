@@ -5,6 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 
 from crypto_assets import registry
+from crypto_assets.resources import build_resources
 from crypto_assets.sensors import champion_promotion_sensor, run_failure_alert_sensor
 
 from .test_promotion import DAY, champion_run, train_and_evaluate
@@ -76,6 +77,8 @@ def test_failed_runs_are_logged_and_posted_to_the_webhook(instance, monkeypatch)
             dagster_event=failure,
             dagster_instance=instance,
             dagster_run=result.dagster_run,
+            # as the code location binds it: the URL comes from the environment at run time
+            resources={"alert_webhook": build_resources()["alert_webhook"]},
         ).for_run_failure()
         run_failure_alert_sensor(context)
     finally:

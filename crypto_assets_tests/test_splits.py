@@ -31,7 +31,8 @@ def test_the_window_is_the_evaluation_days_ending_with_the_split_day(prepared_wa
     )
     rows = prepared_warehouse.query(
         "SELECT count(*) AS n, count(DISTINCT coin_id) AS coins, count(*) FILTER (WHERE l.volatility_spike) AS spikes, "
-        "count(l.volatility_spike) AS labeled FROM features.coin_features f LEFT JOIN features.coin_labels l USING (coin_id, partition_hour) "
+        "count(l.volatility_spike) AS labeled "
+        "FROM features.coin_features f LEFT JOIN features.coin_labels l USING (coin_id, partition_hour) "
         "WHERE partition_hour >= '2026-03-08' AND partition_hour < '2026-03-15'"
     ).iloc[0]
     assert (summary["evaluation_rows"], summary["coins"]) == (rows["n"], rows["coins"]) == (7 * 24 * 20, 20)

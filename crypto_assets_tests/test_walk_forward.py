@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
-from crypto_assets.ml.families import FittedModel, ModelFamily
+from crypto_assets.ml.family import ModelFamily
+from crypto_assets.ml.models import FittedModel
 from crypto_assets.ml.walk_forward import REFIT, frame_sha256, plan_folds, refit, walk_forward
 
 DAY = datetime(2026, 3, 14)
@@ -63,7 +64,7 @@ def test_no_fit_sees_an_hour_whose_label_reaches_into_the_day_it_predicts():
     folds = plan_folds(DAY, evaluation_days=7, train_days=30, embargo_hours=LABEL_HORIZON_HOURS)
     scores = walk_forward(family, frame, folds, params={})
     assert len(family.fits) == 7
-    for fold, train in zip(folds[:-1], family.fits):
+    for fold, train in zip(folds[:-1], family.fits, strict=True):
         # the last training hour's label looks LABEL_HORIZON_HOURS ahead: it must end before the predicted day
         assert train["partition_hour"].max() + timedelta(hours=LABEL_HORIZON_HOURS) < fold.evaluate_start
         assert train["partition_hour"].min() >= fold.train_start

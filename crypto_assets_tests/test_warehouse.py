@@ -21,8 +21,9 @@ def test_a_file_from_before_layouts_were_recorded_is_migrated_and_keeps_its_rows
     with duckdb.connect(str(path)) as conn:  # what the hourly-partition release wrote: tables, no meta schema
         conn.execute("CREATE SCHEMA raw")
         conn.execute(
-            "CREATE TABLE raw.market_snapshots (coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, observed_at TIMESTAMP NOT NULL, "
-            "partition_hour TIMESTAMP NOT NULL, price DOUBLE, open DOUBLE, high DOUBLE, low DOUBLE, volume_quote DOUBLE, "
+            "CREATE TABLE raw.market_snapshots (coin_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL, "
+            "observed_at TIMESTAMP NOT NULL, partition_hour TIMESTAMP NOT NULL, "
+            "price DOUBLE, open DOUBLE, high DOUBLE, low DOUBLE, volume_quote DOUBLE, "
             "market_cap DOUBLE, source VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL)"
         )
         conn.execute(
@@ -55,7 +56,8 @@ def test_a_split_refuses_features_computed_by_another_spec(prepared_warehouse, i
     before = prepared_warehouse.query(split_query, [day])
     with prepared_warehouse.connect() as conn:
         conn.execute(
-            "UPDATE features.coin_features SET feature_spec_version = 'old-spec' WHERE partition_hour::DATE = DATE '2026-03-10'"
+            "UPDATE features.coin_features SET feature_spec_version = 'old-spec'"
+            " WHERE partition_hour::DATE = DATE '2026-03-10'"
         )  # inside the window
     result = dg.materialize(
         [splits.training_splits],

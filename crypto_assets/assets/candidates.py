@@ -7,55 +7,29 @@ that model as a new version with its lineage, and (3) stores every out-of-time s
 ``ml.walk_forward_scores``, the evidence its evaluation's gates decide on.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from crypto_assets import registry
-from crypto_assets.assets.splits import SPLITS_KEY, load_rows, read_split, refuse_stale_features
+from crypto_assets.assets.ingestion import GROUND_TRUTH
+from crypto_assets.assets.splits import SPLITS_KEY
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.metadata import markdown_preview
-from crypto_assets.ml.families import MODEL_FAMILIES, ModelFamily
-from crypto_assets.ml.walk_forward import CANDIDATE, REFIT, frame_sha256, plan_folds, refit, rows_between, walk_forward
+from crypto_assets.ml.families import MODEL_FAMILIES
+from crypto_assets.ml.family import ModelFamily
+from crypto_assets.ml.walk_forward import CANDIDATE, REFIT, REGISTERED, frame_sha256, refit, rows_between, walk_forward
 from crypto_assets.partitions import daily_partitions
+from crypto_assets.training_data import load_split_frame
 from crypto_assets.warehouse import Warehouse, insert_frame
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
     import pandas as pd
 
-REGISTERED = "registered"  # scores of the registered model on the evaluation rows: for reproduction only
-
 
 def candidate_key(family: ModelFamily) -> dg.AssetKey:
-    return dg.AssetKey(f"{family.name}_candidate")
-
-
-def planned_folds(split: dict, train_days: int):
-    """The walk-forward folds of a stored split, for a recipe reading ``train_days`` of history."""
-    return plan_folds(
-        split["evaluation_end"] - timedelta(days=1),
-        evaluation_days=(split["evaluation_end"] - split["evaluation_start"]).days,
-        train_days=train_days,
-        embargo_hours=split["embargo_hours"],
-    )
-
-
-def load_split_frame(warehouse: Warehouse, family: ModelFamily, split_id: str, train_days: int):
-    """The split, its folds for a recipe of ``train_days``, and every row they read (the connection is released)."""
-    with warehouse.connect() as conn:
-        split = read_split(conn, split_id)
-        folds = planned_folds(split, train_days)
-        earliest = min(f.train_start for f in folds)
-        refuse_stale_features(conn, earliest, split["evaluation_end"])
-        frame = load_rows(
-            conn,
-            earliest,
-            split["evaluation_end"],
-            excluded=split["excluded_coins"],
-            with_ground_truth=family.needs_ground_truth,
-        )
-    return split, folds, frame
+    return dg.AssetKey(family.candidate_asset)
 
 
 def fold_table(family: ModelFamily, frame: "pd.DataFrame", folds, scores: "pd.DataFrame") -> "pd.DataFrame":
@@ -89,7 +63,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=candidate_key(family),
-        deps=[SPLITS_KEY] + (["anomaly_ground_truth"] if family.needs_ground_truth else []),
+        deps=[SPLITS_KEY] + ([GROUND_TRUTH] if family.needs_ground_truth else []),
         partitions_def=daily_partitions,
         pool="duckdb_writer",
         group_name="training",
@@ -122,7 +96,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             raise dg.Failure(description=f"split {split_id}: cannot refit {family.name}: {exc}") from None
         seconds = (datetime.now(UTC) - started).total_seconds()
         evaluated = scores[scores["role"] == CANDIDATE]
-        evaluation_rows = family.usable_rows(rows_between(frame, split["evaluation_start"], split["evaluation_end"]))
+        evaluation_rows = family.usable_rows(rows_between(frame, split.evaluation_start, split.evaluation_end))
         registered = evaluation_rows[["coin_id", "partition_hour"]].assign(
             fold=REFIT,
             truth=family.truth(evaluation_rows),
@@ -142,21 +116,23 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 conn,
                 model_name=family.name,
                 model=model,
-                split_id=split_id,
-                run_id=context.run.run_id,
-                params=params,
                 features=model.features,
-                feature_spec_version=FEATURE_SPEC_VERSION,
-                train_start=folds[-1].train_start,
-                train_end=folds[-1].train_end,
-                train_rows=len(train),
-                train_positives=int(family.truth(train).sum()),
-                training_frame_sha256=frame_sha256(train, model.features),
-                evaluation_start=split["evaluation_start"],
-                evaluation_end=split["evaluation_end"],
-                holdout_rows=len(evaluated),
-                evaluation_positives=int(evaluated["truth"].sum()),
+                params=params,
+                lineage=registry.Lineage(
+                    split_id=split_id,
+                    feature_spec_version=FEATURE_SPEC_VERSION,
+                    train_start=folds[-1].train_start,
+                    train_end=folds[-1].train_end,
+                    train_rows=len(train),
+                    train_positives=int(family.truth(train).sum()),
+                    training_frame_sha256=frame_sha256(train, model.features),
+                    evaluation_start=split.evaluation_start,
+                    evaluation_end=split.evaluation_end,
+                    evaluation_rows=len(evaluated),
+                    evaluation_positives=int(evaluated["truth"].sum()),
+                ),
                 metrics={"walk_forward_and_refit_seconds": seconds, "threshold": model.threshold, **model.info},
+                run_id=context.run.run_id,
                 write_evidence=write_scores,
             )
         context.log.info(

@@ -15,14 +15,12 @@ days and the rest of it (times ``calibration_margin``, never below ``feature_thr
 feature drifts when today is further from the reference than any reference day was (by the
 margin). The dataset-level rule: drift is detected when at least ``drift_share_threshold`` of the
 features drifted, or when one is ``decisive_factor`` times past its threshold (a frozen feed or a
-unit change moves few features, but decisively). The reference is sampled to at most ``max_reference_rows`` rows with a fixed seed,
-so a re-run gives the same numbers. Each comparison is saved as an Evidently HTML report under
-``CRYPTO_ASSETS_REPORTS_DIR`` (default ``.local/reports``), linked over http when a report server
-runs (``crypto_assets/report_server.py``; the quickstart starts one).
+unit change moves few features, but decisively). The reference is sampled to at most
+``max_reference_rows`` rows with a fixed seed, so a re-run gives the same numbers. Each comparison
+is saved as an Evidently HTML report in the ``drift_reports`` resource's folder, linked over http
+when a report server serves it (``crypto_assets/report_server.py``; the quickstart starts one).
 """
 
-import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,12 +32,13 @@ import duckdb
 from pydantic import Field, model_validator
 
 from crypto_assets import registry
-from crypto_assets.assets.splits import refuse_stale_features
 from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
+from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.report_server import report_url
+from crypto_assets.resources import DriftReports
+from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -53,10 +52,7 @@ DRIFT_SHARE_METADATA_KEY = "drift_share"
 DRIFT_DETECTED_METADATA_KEY = "drift_detected"
 RECENT_VS_REFERENCE = "recent_vs_reference"
 CHAMPION_COMPARISON_PREFIX = "recent_vs_champion_training:"
-DRIFT_METHODS = ("wasserstein", "psi")
 
-REPORTS_DIR_ENV = "CRYPTO_ASSETS_REPORTS_DIR"
-DEFAULT_REPORTS_DIR = ".local/reports"
 SAMPLE_SEED = 0
 
 # Types of the metrics and tests in an Evidently 0.7 snapshot dict that this module reads.
@@ -166,17 +162,6 @@ def calibrated_thresholds(reference: "pd.DataFrame", columns: list[str], config:
         )
         for column in columns
     }
-
-
-def reports_dir() -> Path:
-    """Absolute folder for the HTML reports (``CRYPTO_ASSETS_REPORTS_DIR``, default ``.local/reports``)."""
-    return Path(os.environ.get(REPORTS_DIR_ENV) or DEFAULT_REPORTS_DIR).expanduser().resolve()
-
-
-def report_file_name(split_id: str, comparison: str) -> str:
-    """``feature_drift_<split_id>_<comparison>.html`` with anything but letters, digits, '.', '-' and '_' replaced."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{split_id}_{comparison}")
-    return f"feature_drift_{safe}.html"
 
 
 @dataclass
@@ -346,12 +331,6 @@ def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime)
     )
 
 
-def _save_html(snapshot, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    snapshot.save_html(str(tmp))
-    os.replace(tmp, path)
-
-
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
     deps=[
@@ -377,7 +356,9 @@ def _save_html(snapshot, path: Path) -> None:
         ),
     ],
 )
-def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+def feature_drift(
+    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, drift_reports: DriftReports
+) -> dg.MaterializeResult:
     """Per-feature drift of the latest day against the weeks before it, and against each champion's training rows, with Evidently.
 
     Rows go to ml.feature_drift (one per feature and comparison) and ml.drift_summaries (one per
@@ -398,17 +379,17 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         refuse_stale_features(conn, reference_start, current_end)
         current = load_window(conn, current_start, current_end)
         references = {RECENT_VS_REFERENCE: load_window(conn, reference_start, current_start)}
-        for family_name in ("anomaly_detector", "volatility_model"):
-            champion = registry.champion(conn, family_name)
+        for family in MODEL_FAMILIES:
+            champion = registry.champion(conn, family.name)
             if champion is None or champion.lineage.train_start is None:
                 continue
             if champion.feature_spec_version != FEATURE_SPEC_VERSION:
                 context.log.warning(
-                    f"{family_name}: champion {champion.version_id} was trained on feature spec "
+                    f"{family.name}: champion {champion.version_id} was trained on feature spec "
                     f"{champion.feature_spec_version}, not {FEATURE_SPEC_VERSION}: no comparison with its training rows"
                 )
                 continue
-            name = f"{CHAMPION_COMPARISON_PREFIX}{family_name}"
+            name = f"{CHAMPION_COMPARISON_PREFIX}{family.name}"
             windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
             references[name] = load_window(conn, *windows[name])
     if current.empty or references[RECENT_VS_REFERENCE].empty:
@@ -419,8 +400,6 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
             )
         )
 
-    folder = reports_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, DriftResult] = {}
     paths: dict[str, Path] = {}
     for comparison, reference in references.items():
@@ -428,8 +407,8 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
             context.log.warning(f"{comparison}: no rows in {windows[comparison]} any more; comparison skipped")
             continue
         results[comparison] = compute_drift(reference, current, DRIFT_FEATURES, config)
-        paths[comparison] = folder / report_file_name(split_id, comparison)
-        _save_html(results[comparison].snapshot, paths[comparison])
+        paths[comparison] = drift_reports.path(split_id, comparison)
+        drift_reports.save_html(results[comparison].snapshot, paths[comparison])
         context.log.info(f"{comparison}: drift share {results[comparison].drift_share:.3f}, report {paths[comparison]}")
 
     main = results[RECENT_VS_REFERENCE]
@@ -494,7 +473,7 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
         "report": dg.MetadataValue.path(str(paths[RECENT_VS_REFERENCE])),
     }
     for comparison, path in paths.items():
-        url = report_url(path.name)
+        url = drift_reports.url(path)
         if url:
             metadata["report_url" if comparison == RECENT_VS_REFERENCE else f"report_url/{comparison}"] = (
                 dg.MetadataValue.url(url)

@@ -18,9 +18,9 @@ from crypto_assets.market.schema import (
     SourceBatch,
     utc_naive,
 )
+from crypto_assets.market.sources import MarketSource
 from crypto_assets.metadata import column_schema, count_table, markdown_preview
 from crypto_assets.partitions import daily_data_partitions, observed_window
-from crypto_assets.resources import MarketSource
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
 SNAPSHOTS = dg.AssetKey("market_snapshots")

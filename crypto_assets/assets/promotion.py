@@ -17,11 +17,12 @@ import dagster as dg
 from pydantic import Field
 
 from crypto_assets import registry
-from crypto_assets.assets.evaluations import GATES, evaluation_key
+from crypto_assets.assets.evaluations import evaluation_key
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.ml.evidence import PASSED
 from crypto_assets.ml.families import FAMILIES_BY_NAME, MODEL_FAMILIES
+from crypto_assets.ml.gates import GATE_NAMES
 from crypto_assets.warehouse import Warehouse
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -53,7 +54,7 @@ class ChampionConfig(dg.Config):
 def gate_results_for_run(instance: dg.DagsterInstance, model_name: str, run_id: str) -> dict[str, str | None]:
     """Each gate's outcome in one evaluation run (passed, failed or inconclusive), None while not evaluated."""
     key = evaluation_key(FAMILIES_BY_NAME[model_name])
-    results: dict[str, str | None] = dict.fromkeys(GATES)
+    results: dict[str, str | None] = dict.fromkeys(GATE_NAMES)
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.asset_check_evaluation
         if evaluation is None or evaluation.asset_key != key or evaluation.check_name not in results:
@@ -114,7 +115,7 @@ def decide(conn, instance: dg.DagsterInstance, config: ChampionConfig, run_id: s
             None if evaluated.get("champion_version", "none") == "none" else evaluated["champion_version"]
         )
         evidence = gate_evidence(conn, name, config.split_id, candidate_id)
-        failed = [f"{g} {gates[g]}" for g in GATES if gates[g] != PASSED]
+        failed = [f"{g} {gates[g]}" for g in GATE_NAMES if gates[g] != PASSED]
         if failed:
             reason = f"{candidate_id} refused on {config.split_id}: {', '.join(failed)}. Evidence: " + (
                 "; ".join(evidence) or "none recorded"
@@ -260,88 +261,3 @@ def model_champions(
             "recent_decisions": markdown_preview(history),
         }
     )
-
-
-def _job_config(action: str, version: str, reason: str) -> dict:
-    return {
-        "ops": {
-            "model_champions": {
-                "config": {"model_name": MODEL_FAMILIES[0].name, "action": action, "version": version, "reason": reason}
-            }
-        }
-    }
-
-
-champion_gate_job = dg.define_asset_job(
-    "champion_gate_job",
-    selection=[CHAMPION_KEY],
-    description="Apply an evaluation's gate results to the champion (launched by the promotion sensor).",
-)
-promote_model_job = dg.define_asset_job(
-    "promote_model_job",
-    selection=[CHAMPION_KEY],
-    config=_job_config("promote", "latest", ""),
-    description="Make a model version champion by hand: set model_name, version and reason in the Launchpad.",
-)
-rollback_model_job = dg.define_asset_job(
-    "rollback_model_job",
-    selection=[CHAMPION_KEY],
-    config=_job_config("rollback", "previous", ""),
-    description="Roll a model's champion back to the previous one (or a named version): set model_name and reason.",
-)
-
-
-def promotion_run_requests(
-    instance: dg.DagsterInstance, cursor: dict[str, int]
-) -> tuple[list[dg.RunRequest], dict[str, int]]:
-    """Run requests for every evaluation materialized after ``cursor`` whose gates have all been evaluated.
-
-    ``cursor`` maps model name -> last handled storage id. An evaluation whose gate checks are
-    still running stops the scan for that model, so it is picked up on a later tick.
-    """
-    requests: list[dg.RunRequest] = []
-    cursor = dict(cursor)
-    # (model, evaluation run) pairs already decided (by this sensor, or by the quickstart running the
-    # same job). Per model: one training run evaluates both models, and deciding one is not the other.
-    decided = {
-        (
-            r.asset_materialization.metadata["model_name"].value,
-            r.asset_materialization.metadata["evaluation_run_id"].value,
-        )
-        for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
-        if {"model_name", "evaluation_run_id"} <= set(r.asset_materialization.metadata)
-    }
-    for family in MODEL_FAMILIES:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=evaluation_key(family), after_storage_id=cursor.get(family.name)),
-            limit=100,
-            ascending=True,
-        ).records
-        for record in records:
-            gates = gate_results_for_run(instance, family.name, record.run_id)
-            if any(v is None for v in gates.values()):
-                break
-            split_id = record.partition_key
-            cursor[family.name] = record.storage_id
-            if (family.name, record.run_id) in decided:
-                continue
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"{family.name}:{record.run_id}:{split_id}",
-                    job_name=champion_gate_job.name,
-                    run_config={
-                        "ops": {
-                            "model_champions": {
-                                "config": {
-                                    "model_name": family.name,
-                                    "action": "apply_gates",
-                                    "split_id": split_id,
-                                    "evaluation_run_id": record.run_id,
-                                }
-                            }
-                        }
-                    },
-                    tags={"crypto_assets/trigger": "sensor", "crypto_assets/model": family.name},
-                )
-            )
-    return requests, cursor

@@ -9,25 +9,21 @@ from the live record.
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from crypto_assets import registry
 from crypto_assets.assets.features import FEATURES_KEY, LABELS_KEY
 from crypto_assets.assets.promotion import CHAMPION_KEY
-from crypto_assets.assets.splits import refuse_stale_features
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
-from crypto_assets.ml.families import FAMILIES_BY_NAME, ModelFamily
+from crypto_assets.ml.families import MODEL_FAMILIES
+from crypto_assets.ml.family import ModelFamily
 from crypto_assets.partitions import daily_data_partitions
+from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
-if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    pass
-
-SCORE_TABLES = {"anomaly_detector": "anomaly_scores", "volatility_model": "volatility_forecasts"}
 OUTCOMES_KEY = dg.AssetKey("prediction_outcomes")
 CHAMPION_ROLE, SHADOW_ROLE = "champion", "shadow"
 LIVE_WINDOW = timedelta(days=7)
@@ -63,9 +59,17 @@ def scorers(conn, family: ModelFamily) -> tuple[list[tuple[str, registry.ModelVe
     return pairs, notes
 
 
-def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefinition:
+def score_key(family: ModelFamily) -> dg.AssetKey:
+    return dg.AssetKey(family.score_asset)
+
+
+# Families whose live forecasts are judged against a label: prediction_outcomes joins them.
+JUDGED_FAMILIES = [f for f in MODEL_FAMILIES if f.outcome_label]
+
+
+def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
     @dg.asset(
-        name=asset_name,
+        key=score_key(family),
         deps=[FEATURES_KEY, CHAMPION_KEY],
         partitions_def=daily_data_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -153,12 +157,12 @@ def build_scoring_asset(family: ModelFamily, asset_name: str) -> dg.AssetsDefini
     return _scores
 
 
-scoring_assets = [build_scoring_asset(FAMILIES_BY_NAME[name], asset) for name, asset in SCORE_TABLES.items()]
+scoring_assets = [build_scoring_asset(f) for f in MODEL_FAMILIES]
 
 
 @dg.asset(
     key=OUTCOMES_KEY,
-    deps=["volatility_forecasts", LABELS_KEY],
+    deps=[*(score_key(f) for f in JUDGED_FAMILIES), LABELS_KEY],
     partitions_def=daily_data_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb_writer",
@@ -168,11 +172,12 @@ scoring_assets = [build_scoring_asset(FAMILIES_BY_NAME[name], asset) for name, a
     metadata={"dagster/table_name": "serving.prediction_outcomes"},
 )
 def prediction_outcomes(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Volatility forecasts of the champion and of the shadow candidate, joined with the outcome once the 6-hour horizon has passed.
+    """Forecasts of the champion and of the shadow candidate, joined with the outcome once its horizon has passed.
 
-    Reports live precision, recall and PR-AUC by version and role over the trailing 7 days, so a
-    challenger's live record can be read before and after it is promoted. Hours still inside their
-    horizon are left out until their labels exist.
+    For every model whose forecasts are judged against a label (the volatility model: a spike in
+    the next 6 hours). Reports live precision and recall by version and role over the trailing 7
+    days, so a challenger's live record can be read before and after it is promoted. Hours still
+    inside their horizon are left out until their labels exist.
     """
     window = context.partition_time_window
     bounds = [utc_naive(window.start), utc_naive(window.end)]
@@ -181,42 +186,44 @@ def prediction_outcomes(context: dg.AssetExecutionContext, warehouse: Warehouse)
             conn.execute(
                 "DELETE FROM serving.prediction_outcomes WHERE partition_hour >= ? AND partition_hour < ?", bounds
             )
-            conn.execute(
-                """
-                INSERT INTO serving.prediction_outcomes BY NAME
-                SELECT s.coin_id, s.partition_hour, s.version_id, s.role, s.score AS probability, s.flagged AS predicted_spike,
-                       l.volatility_spike AS actual_spike,
-                       s.scored_at <= s.partition_hour + INTERVAL 1 HOUR + to_seconds(?) AS live
-                FROM serving.model_scores s JOIN features.coin_labels l USING (coin_id, partition_hour)
-                WHERE s.model_name = 'volatility_model' AND l.volatility_spike IS NOT NULL
-                  AND s.partition_hour >= ? AND s.partition_hour < ?
-                """,
-                [LIVE_WITHIN.total_seconds(), *bounds],
-            )
+            for family in JUDGED_FAMILIES:
+                # The label column is a code constant of the family; values are bound.
+                conn.execute(
+                    f"""
+                    INSERT INTO serving.prediction_outcomes BY NAME
+                    SELECT s.model_name, s.coin_id, s.partition_hour, s.version_id, s.role, s.score, s.flagged,
+                           l.{family.outcome_label} AS actual,
+                           s.scored_at <= s.partition_hour + INTERVAL 1 HOUR + to_seconds(?) AS live
+                    FROM serving.model_scores s JOIN features.coin_labels l USING (coin_id, partition_hour)
+                    WHERE s.model_name = ? AND l.{family.outcome_label} IS NOT NULL
+                      AND s.partition_hour >= ? AND s.partition_hour < ?
+                    """,
+                    [LIVE_WITHIN.total_seconds(), family.name, *bounds],
+                )
         written = conn.execute(
             "SELECT count(*) FROM serving.prediction_outcomes WHERE partition_hour >= ? AND partition_hour < ?", bounds
         ).fetchone()[0]
         by_version = conn.execute(
             """
-            SELECT version_id, role, live, count(*) AS rows,
-                   count(*) FILTER (WHERE predicted_spike AND actual_spike) AS true_positives,
-                   count(*) FILTER (WHERE predicted_spike) AS predicted, count(*) FILTER (WHERE actual_spike) AS actual,
-                   count(*) FILTER (WHERE predicted_spike AND actual_spike) / nullif(count(*) FILTER (WHERE predicted_spike), 0) AS precision,
-                   count(*) FILTER (WHERE predicted_spike AND actual_spike) / nullif(count(*) FILTER (WHERE actual_spike), 0) AS recall
+            SELECT model_name, version_id, role, live, count(*) AS rows,
+                   count(*) FILTER (WHERE flagged AND actual) AS true_positives,
+                   count(*) FILTER (WHERE flagged) AS predicted, count(*) FILTER (WHERE actual) AS actual,
+                   count(*) FILTER (WHERE flagged AND actual) / nullif(count(*) FILTER (WHERE flagged), 0) AS precision,
+                   count(*) FILTER (WHERE flagged AND actual) / nullif(count(*) FILTER (WHERE actual), 0) AS recall
             FROM serving.prediction_outcomes WHERE partition_hour >= ? AND partition_hour < ?
-            GROUP BY ALL ORDER BY version_id, role, live DESC
+            GROUP BY ALL ORDER BY model_name, version_id, role, live DESC
             """,
             [utc_naive(window.end - LIVE_WINDOW), utc_naive(window.end)],
         ).df()
-    live_champion = by_version[(by_version["role"] == CHAMPION_ROLE) & by_version["live"]]
-    tp, predicted, actual = (int(live_champion[c].sum()) for c in ("true_positives", "predicted", "actual"))
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": int(written),
-            # NaN, not 0, when there is nothing to measure: no flag raised, or no spike happened.
-            "live_precision_7d": tp / predicted if predicted else float("nan"),
-            "live_recall_7d": tp / actual if actual else float("nan"),
-            "live_rows_7d": int(live_champion["rows"].sum()),
-            "by_version_and_role": markdown_preview(by_version, limit=30),
-        }
-    )
+    metadata = {"dagster/row_count": int(written), "by_version_and_role": markdown_preview(by_version, limit=30)}
+    for family in JUDGED_FAMILIES:
+        live = by_version[
+            (by_version["model_name"] == family.name) & (by_version["role"] == CHAMPION_ROLE) & by_version["live"]
+        ]
+        tp, predicted, actual = (int(live[c].sum()) for c in ("true_positives", "predicted", "actual"))
+        prefix = f"{family.name}/" if len(JUDGED_FAMILIES) > 1 else ""
+        # NaN, not 0, when there is nothing to measure: no flag raised, or nothing happened.
+        metadata[f"{prefix}live_precision_7d"] = tp / predicted if predicted else float("nan")
+        metadata[f"{prefix}live_recall_7d"] = tp / actual if actual else float("nan")
+        metadata[f"{prefix}live_rows_7d"] = int(live["rows"].sum())
+    return dg.MaterializeResult(metadata=metadata)

@@ -8,36 +8,36 @@ window's rows, so their comparison is paired.
 """
 
 import json
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
-from crypto_assets.feature_spec import FEATURE_SPEC_VERSION, LABEL_HORIZON_HOURS
+from crypto_assets.feature_spec import LABEL_HORIZON_HOURS
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
+from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
-
-if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    import pandas as pd
+from crypto_assets.training_data import MAX_EVALUATION_DAYS, evaluation_window, refuse_stale_features
+from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 SPLITS_KEY = dg.AssetKey("training_splits")
 MIN_ROWS_CHECK = "enough_rows"
 BALANCE_CHECK = "label_balance"
-# Days of hourly inputs a split may read: the longest training history a recipe may ask for
-# (VolatilityModelConfig.train_days, at most 120), the evaluation window and the embargo.
-SPLIT_LOOKBACK_DAYS = 120 + 31 + 1
+# Days of hourly inputs a split may read: the longest training history any recipe may ask for, the
+# evaluation window and the embargo.
+SPLIT_LOOKBACK_DAYS = max(f.max_train_days for f in MODEL_FAMILIES) + MAX_EVALUATION_DAYS + 1
 
 
 class SplitConfig(dg.Config):
     evaluation_days: int = Field(
         default=7,
         ge=1,
-        le=31,
-        description="Days ending with the split day whose rows candidates, baselines and champion are scored on, each by a model that saw only earlier days.",
+        le=MAX_EVALUATION_DAYS,
+        description=(
+            "Days ending with the split day whose rows candidates, baselines and champion are scored on, "
+            "each by a model that saw only earlier days."
+        ),
     )
     embargo_hours: int = Field(
         default=LABEL_HORIZON_HOURS,
@@ -50,91 +50,6 @@ class SplitConfig(dg.Config):
     min_evaluation_rows: int = Field(
         default=24, ge=1, description="The split fails its check below this many evaluation rows."
     )
-
-
-def evaluation_window(day_start: datetime, config: SplitConfig) -> tuple[datetime, datetime]:
-    """[start, end) of the evaluation window of the split day starting at ``day_start`` (naive UTC)."""
-    day_start = utc_naive(day_start)
-    return day_start - timedelta(days=config.evaluation_days - 1), day_start + timedelta(days=1)
-
-
-def read_split(conn: duckdb.DuckDBPyConnection, split_id: str) -> dict:
-    """The stored split: its window, embargo and excluded coins; a clear error when it was not materialized."""
-    row = conn.execute(
-        "SELECT evaluation_start, evaluation_end, embargo_hours, excluded_coins, params FROM ml.split_summaries WHERE split_id = ?",
-        [split_id],
-    ).fetchone()
-    if row is None:
-        raise dg.Failure(
-            description=f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first"
-        )
-    start, end, embargo, excluded, params = row
-    return {
-        "evaluation_start": start,
-        "evaluation_end": end,
-        "embargo_hours": int(embargo),
-        "excluded_coins": json.loads(excluded or "[]"),
-        "params": json.loads(params or "{}"),
-    }
-
-
-def load_rows(
-    conn: duckdb.DuckDBPyConnection,
-    start: datetime,
-    end: datetime,
-    *,
-    excluded: list[str] = (),
-    with_ground_truth: bool = False,
-) -> "pd.DataFrame":
-    """Features and labels of every coin-hour in [start, end), ordered by hour and coin.
-
-    ``with_ground_truth`` adds ``is_anomaly`` from the injected-anomaly ground truth: for
-    evaluation only, never a model input.
-    """
-    truth = (
-        """, EXISTS (SELECT 1 FROM raw.anomaly_ground_truth g
-                     WHERE g.coin_id = f.coin_id AND g.partition_hour = f.partition_hour) AS is_anomaly"""
-        if with_ground_truth
-        else ""
-    )
-    return query_frame(
-        conn,
-        f"""
-        SELECT f.*, l.fwd_vol_6h, l.vol_threshold, l.volatility_spike, l.fwd_return_6h {truth}
-        FROM features.coin_features f
-        LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)
-        WHERE f.partition_hour >= $start AND f.partition_hour < $end AND NOT list_contains($excluded, f.coin_id)
-        ORDER BY f.partition_hour, f.coin_id
-        """,
-        {"start": utc_naive(start), "end": utc_naive(end), "excluded": list(excluded)},
-    )
-
-
-def refuse_stale_features(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
-    """Fail, naming the days to re-materialize, when feature rows in [start, end) come from another feature spec.
-
-    A split mixing two feature definitions would train and evaluate on columns that mean different things.
-    """
-    stale = conn.execute(
-        """
-        SELECT strftime(partition_hour, '%Y-%m-%d') AS day, feature_spec_version, count(*) AS feature_rows
-        FROM features.coin_features
-        WHERE partition_hour >= ? AND partition_hour < ? AND feature_spec_version <> ?
-        GROUP BY ALL ORDER BY day
-        """,
-        [utc_naive(start), utc_naive(end), FEATURE_SPEC_VERSION],
-    ).fetchall()
-    if stale:
-        days = sorted({day for day, _, _ in stale})
-        versions = sorted({version for _, version, _ in stale})
-        raise dg.Failure(
-            description=(
-                f"{sum(n for _, _, n in stale)} feature rows on {len(days)} day(s) ({days[0]} .. {days[-1]}) were computed by "
-                f"feature spec {', '.join(versions)}, not the current {FEATURE_SPEC_VERSION}: re-materialize coin_features "
-                f"for {days[0]}...{days[-1]} (one backfill), then this split."
-            ),
-            metadata={"stale_days": ", ".join(days)},
-        )
 
 
 @dg.asset(
@@ -171,7 +86,7 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
     import pandas as pd
 
     split_id = context.partition_key
-    start, end = evaluation_window(context.partition_time_window.start, config)
+    start, end = evaluation_window(context.partition_time_window.start, config.evaluation_days)
     with warehouse.connect() as conn:
         refuse_stale_features(conn, start, end)
         per_coin = conn.execute(

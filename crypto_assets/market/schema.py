@@ -56,7 +56,6 @@ GROUND_TRUTH_COLUMNS: list[tuple[str, str, str]] = [
     ("anomaly_kind", "VARCHAR", "pump_and_dump, flash_crash, volume_spike or stale_price."),
     ("source", "VARCHAR", "Source whose data received the injection."),
 ]
-GROUND_TRUTH_COLUMN_NAMES = [c for c, _, _ in GROUND_TRUTH_COLUMNS]
 
 USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "DAI", "FDUSD"})
 

@@ -82,6 +82,11 @@ def average_precision(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray
     return float(ap[0]) if single else ap
 
 
+# Metrics a gate can compare: each takes (truth, scores, weights) and accepts a (replicates, rows)
+# weight matrix, so one call scores every bootstrap draw.
+METRICS = {"pr_auc": average_precision}
+
+
 def hour_draws(hours: np.ndarray, replicates: int, block_hours: int, seed: int) -> np.ndarray:
     """Bootstrap row weights: (replicates, rows), each row drawn as often as its hour was.
 
@@ -101,6 +106,7 @@ def hour_draws(hours: np.ndarray, replicates: int, block_hours: int, seed: int) 
 def compare(
     *,
     comparator: str,
+    metric: str = "pr_auc",
     truth: np.ndarray,
     hours: np.ndarray,
     candidate_scores: np.ndarray,
@@ -118,12 +124,13 @@ def compare(
 
     truth = np.asarray(truth, dtype=bool)
     positives, rows = int(truth.sum()), len(truth)
-    candidate = average_precision(truth, candidate_scores)
-    other = average_precision(truth, other_scores)
+    score = METRICS[metric]
+    candidate = score(truth, candidate_scores)
+    other = score(truth, other_scores)
     n_hours = len(np.unique(hours)) if rows else 0
     base = {
         "comparator": comparator,
-        "metric": "pr_auc",
+        "metric": metric,
         "candidate": candidate,
         "other": other,
         "difference": candidate - other,
@@ -149,7 +156,7 @@ def compare(
     weights = draws if draws is not None else hour_draws(hours, replicates, block_hours, seed)
     differences = np.concatenate(
         [
-            average_precision(truth, candidate_scores, chunk) - average_precision(truth, other_scores, chunk)
+            score(truth, candidate_scores, chunk) - score(truth, other_scores, chunk)
             for chunk in np.array_split(weights, max(1, len(weights) // 100))
         ]
     )

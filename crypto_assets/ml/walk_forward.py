@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from crypto_assets.ml.families import FittedModel, ModelFamily
-
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
     import pandas as pd
 
+    from crypto_assets.ml.family import ModelFamily
+    from crypto_assets.ml.models import FittedModel
+
+# Fold and role names in ml.walk_forward_scores: the refit fold is the registered model's; the
+# registered role holds that model's scores on the evaluation rows, kept to check it reproduces them.
 REFIT = "refit"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+REGISTERED = "registered"
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def walk_forward(
             train_truth = family.truth(train)
             for baseline in family.baselines:
                 fitted = baseline.fit(train, train_truth)
-                parts.append(keys.assign(role=baseline.name, score=baseline.scores(fitted, evaluate), flagged=None))
+                parts.append(keys.assign(role=baseline.name, score=fitted.scores(evaluate), flagged=None))
     if not parts:
         return pd.DataFrame(columns=["coin_id", "partition_hour", "fold", "truth", "role", "score", "flagged"])
     return pd.concat(parts, ignore_index=True)

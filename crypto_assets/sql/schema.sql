@@ -137,9 +137,10 @@ CREATE TABLE IF NOT EXISTS serving.model_scores (
     role VARCHAR NOT NULL DEFAULT 'champion'
 );
 
--- Volatility forecasts (champion and shadow) joined with what happened once the horizon passed.
+-- Forecasts (champion and shadow) of every model judged against a label, joined with what happened
+-- once the horizon passed: score and flag as served, actual from features.coin_labels.
 CREATE TABLE IF NOT EXISTS serving.prediction_outcomes (
-    coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL, version_id VARCHAR NOT NULL,
-    probability DOUBLE NOT NULL, predicted_spike BOOLEAN NOT NULL, actual_spike BOOLEAN NOT NULL,
-    role VARCHAR NOT NULL DEFAULT 'champion', live BOOLEAN NOT NULL DEFAULT false
+    model_name VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
+    version_id VARCHAR NOT NULL, role VARCHAR NOT NULL, score DOUBLE NOT NULL, flagged BOOLEAN NOT NULL,
+    actual BOOLEAN NOT NULL, live BOOLEAN NOT NULL
 );

@@ -1,0 +1,69 @@
+"""Baselines: the competitors a candidate must beat on the same out-of-time rows.
+
+Each baseline fits (or, for a rule, simply wraps) a :class:`~crypto_assets.ml.models.FittedModel`
+on a fold's training rows, so baselines score, flag and can be stored exactly like a model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from crypto_assets.ml.models import FeatureValue, FittedModel, LargestAbsoluteValue, ProbabilityModel
+
+if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
+    import numpy as np
+    import pandas as pd
+
+# The HAR baseline (Corsi 2009): hourly, 6-hour, daily and weekly realized volatility components.
+HAR_FEATURES = ["rv_1h_vs_p90_168h", "rv_6h_vs_p90_168h", "rv_24h_vs_p90_168h", "rv_168h_vs_p90_168h"]
+
+
+class Baseline:
+    """A competitor the candidate must beat: a rule, or a simple model fitted the way the candidate is."""
+
+    name: ClassVar[str]
+    features: ClassVar[list[str]]
+
+    def fit(self, train: pd.DataFrame, truth: np.ndarray) -> FittedModel:
+        raise NotImplementedError
+
+
+class PersistenceBaseline(Baseline):
+    """The next 6 hours are as volatile as the last 6: rv_6h over the label's own threshold."""
+
+    name = "persistence"
+    features = ["rv_6h_vs_p90_168h"]
+
+    def fit(self, train, truth):
+        return FeatureValue(None, list(self.features), threshold=1.0)
+
+
+class HarBaseline(Baseline):
+    """Logistic HAR (Corsi 2009): the spike label on log hourly, 6-hour, daily and weekly realized volatility."""
+
+    name = "har"
+    features = HAR_FEATURES
+
+    def fit(self, train, truth):
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = ProbabilityModel(None, list(self.features), threshold=0.5, log_inputs=True)
+        model.estimator = make_pipeline(
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(max_iter=1000),
+        ).fit(model.matrix(train), truth.astype(int))
+        return model
+
+
+class ZScoreBaseline(Baseline):
+    """A rolling z-score detector: the larger of |return z| and |volume z| against the trailing day."""
+
+    name = "zscore"
+    features = ["ret_zscore_24h", "volume_zscore_24h"]
+
+    def fit(self, train, truth):
+        return LargestAbsoluteValue(None, list(self.features), threshold=3.0)
