@@ -7,12 +7,25 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
+from crypto_assets.assets import ingestion
 from crypto_assets.market import csv_replay
+from crypto_assets.market.anomalies import inject_anomalies
 from crypto_assets.market.csv_replay import FileReport, csv_window, load_market_files
-from crypto_assets.market.schema import QUARANTINE_COLUMN_NAMES, SNAPSHOT_COLUMN_NAMES
+from crypto_assets.market.schema import (
+    GROUND_TRUTH_COLUMNS,
+    QUARANTINE_COLUMN_NAMES,
+    QUARANTINE_COLUMNS,
+    SNAPSHOT_COLUMN_NAMES,
+    SNAPSHOT_COLUMNS,
+    empty_snapshots,
+)
+from crypto_assets.market.synthetic import synthetic_window
+from crypto_assets.market.universe import default_universe
+from crypto_assets.resources import CsvMarketConfig, MarketSource
 
 SHARED_MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 
@@ -632,6 +645,73 @@ def test_command_line_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert out[0].split()[:5] == ["file", "read", "kept", "dedup", "quar."]
     assert out[2].split()[:5] == ["Binance_BTCUSDT_1h.csv", "11", "3", "2", "6"]
     assert "bad_tick=1" in out[2]
+
+
+# --------------------------------------------------------------------------- every window, typed frames
+
+
+def assert_typed(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> None:
+    """The schema's columns, in order, with its dtypes: datetime columns are datetimes even when empty."""
+    dtypes = {"VARCHAR": "object", "DOUBLE": "float64", "TIMESTAMP": "datetime64[us]"}
+    assert [(c, str(t)) for c, t in frame.dtypes.items()] == [(c, dtypes[t]) for c, t, _ in columns]
+
+
+def test_every_csv_window_gives_typed_frames_with_anomalies_injected(tmp_path: Path) -> None:
+    # Three hours, a day's gap, three hours: rows without an event drawn, one hour, a gap, after the end.
+    path = write(tmp_path, [candle(h) for h in hours(3) + hours(3, start=T0 + timedelta(days=1))])
+    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.02, seed=7))
+    windows = {  # name: (start, hours, rows in it)
+        "no event drawn": (T0, 3, 3),
+        "one hour": (T0 + timedelta(hours=1), 1, 1),
+        "a gap in the files": (T0 + timedelta(hours=4), 12, 0),
+        "after the end": (T0 + timedelta(days=9), 24, 0),
+    }
+    for name, (start, n_hours, n_rows) in windows.items():
+        batch = source.fetch(utc(start), utc(start) + timedelta(hours=n_hours))
+        assert len(batch.snapshots) == n_rows, name
+        assert batch.ground_truth.empty and batch.stats["anomalous_rows"] == 0, name
+        assert_typed(batch.snapshots, SNAPSHOT_COLUMNS)
+        assert_typed(batch.quarantine, QUARANTINE_COLUMNS)
+        assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+    # With events drawn, the labels carry their hour.
+    path = write(tmp_path, [candle(h, symbol="ETH/USDT") for h in hours(48)], name="Binance_ETHUSDT_1h.csv")
+    busy = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.45, seed=7))
+    batch = busy.fetch(utc(T0), utc(T0) + timedelta(days=2))
+    assert len(batch.ground_truth) > 0
+    assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+    assert (batch.ground_truth["partition_hour"] == batch.ground_truth["observed_at"].dt.floor("h")).all()
+
+
+def test_injection_gives_typed_ground_truth_when_nothing_is_drawn() -> None:
+    empty = empty_snapshots()
+    one_hour = empty.reindex([0]).assign(coin_id="bitcoin", observed_at=T0, price=1.0, open=1.0, high=1.0, low=1.0)
+    for frame, rate in [(empty, 0.02), (empty, 0.0), (one_hour, 0.0), (one_hour, 1e-9)]:
+        _, truth = inject_anomalies(frame, seed=7, rate=rate, source="csv")
+        assert truth.empty
+        assert_typed(truth, GROUND_TRUTH_COLUMNS)
+
+
+def test_synthetic_windows_give_typed_frames_too() -> None:
+    for rate in (0.0, 0.02):
+        batch = synthetic_window(default_universe(2), 7, utc(T0), utc(T0) + timedelta(hours=1), rate)
+        assert len(batch.snapshots) == 2
+        assert_typed(batch.snapshots, SNAPSHOT_COLUMNS)
+        assert_typed(batch.quarantine, QUARANTINE_COLUMNS)
+        assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+
+
+def test_ingesting_a_csv_day_after_the_files_end_succeeds(warehouse, instance, tmp_path: Path) -> None:
+    path = write(tmp_path, [candle(h) for h in hours(3)])  # 2021; the day ingested is in 2026
+    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)]))  # anomalies injected (the default)
+    result = dg.materialize(
+        [ingestion.market_snapshots],
+        instance=instance,
+        partition_key="2026-03-01",
+        resources={"warehouse": warehouse, "market_source": source},
+        raise_on_error=False,
+    )
+    assert result.success
+    assert warehouse.query("SELECT count(*) AS n FROM raw.anomaly_ground_truth")["n"].iloc[0] == 0
 
 
 # --------------------------------------------------------------------------- the real shared files
