@@ -1,18 +1,36 @@
-"""The csv replay source: every quirk of CryptoDataDownload exports, the plain format, windows."""
+"""The csv replay source: every quirk of CryptoDataDownload exports, the plain format, windows, intervals,
+archives, quotes in another coin and one venue per coin."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
+import subprocess
+import sys
+import zipfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
+from crypto_assets.assets import ingestion
 from crypto_assets.market import csv_replay
+from crypto_assets.market.anomalies import inject_anomalies
 from crypto_assets.market.csv_replay import FileReport, csv_window, load_market_files
-from crypto_assets.market.schema import QUARANTINE_COLUMN_NAMES, SNAPSHOT_COLUMN_NAMES
+from crypto_assets.market.schema import (
+    GROUND_TRUTH_COLUMNS,
+    QUARANTINE_COLUMN_NAMES,
+    QUARANTINE_COLUMNS,
+    SNAPSHOT_COLUMN_NAMES,
+    SNAPSHOT_COLUMNS,
+    empty_snapshots,
+)
+from crypto_assets.market.synthetic import synthetic_window
+from crypto_assets.market.universe import default_universe
+from crypto_assets.resources import CsvMarketConfig, MarketSource
 
 SHARED_MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 
@@ -91,7 +109,8 @@ def only_reason(quarantine: pd.DataFrame) -> str:
 
 
 def assert_accounted(report: FileReport) -> None:
-    assert report.rows_read == report.rows_kept + report.duplicates_removed + report.quarantined
+    ended = report.rows_kept + report.rows_merged + report.duplicates_removed + report.quarantined
+    assert report.rows_read == ended + report.rows_not_used
 
 
 # --------------------------------------------------------------------------- CryptoDataDownload format
@@ -120,6 +139,7 @@ def test_new_style_file_maps_to_the_unified_schema(tmp_path: Path) -> None:
         first_hour=T0,
         last_hour=T0 + timedelta(hours=2),
         gaps=0,
+        interval="1h",
     )
 
 
@@ -208,13 +228,15 @@ def test_exact_duplicates_are_recorded(tmp_path: Path) -> None:
     assert report.duplicates_removed == 1 and report.quarantined_by_reason == {}
 
 
-def test_duplicates_across_files_are_removed_once(tmp_path: Path) -> None:
+def test_the_same_coin_in_two_unrelated_files_comes_from_one_of_them(tmp_path: Path) -> None:
+    # Two files whose names do not make them one series are two venues: one is used whole, not spliced.
     a = write(tmp_path, [candle(T0, volume_quote=10.0)], name="a.csv")
-    b = write(tmp_path, [candle(T0, volume_quote=20.0)], name="b.csv")
+    b = write(tmp_path, [candle(h, volume_quote=20.0) for h in hours(2)], name="b.csv")
     snapshots, quarantine, reports = load_market_files([str(a), str(b)])
-    assert snapshots["volume_quote"].tolist() == [20.0]
-    assert quarantine["source_ref"].tolist() == ["a.csv:2"]
-    assert [r.rows_kept for r in reports] == [0, 1]
+    assert snapshots["volume_quote"].tolist() == [20.0, 20.0]
+    assert quarantine.empty
+    assert [(r.rows_kept, r.rows_not_used) for r in reports] == [(0, 1), (2, 0)]
+    assert "taken from b.csv (more readable hours: 2 against 1)" in reports[0].venue_choice["bitcoin"]
 
 
 def test_gaps_are_counted_per_coin(tmp_path: Path) -> None:
@@ -260,11 +282,21 @@ def test_zero_price_is_quarantined(tmp_path: Path, field: str) -> None:
     assert field in quarantine["detail"].iloc[0]
 
 
-@pytest.mark.parametrize("symbol", ["ETC/BTC", "ETCBTC", "BTC/EUR"])
-def test_non_usd_quote_is_quarantined(tmp_path: Path, symbol: str) -> None:
-    _, quarantine, _ = load(write(tmp_path, [candle(T0, symbol=symbol), candle(T0 + timedelta(hours=1))]))
-    assert only_reason(quarantine) == "non_usd_quote"
-    assert symbol in quarantine["detail"].iloc[0]
+@pytest.mark.parametrize(
+    "symbol, reason",
+    [
+        ("ETC/BTC", "no_quote_usd_rate"),  # the file's BTC/USDT series lacks that hour
+        ("ETCBTC", "no_quote_usd_rate"),
+        ("BTC/EUR", "non_usd_quote"),  # no EUR priced in USD anywhere
+    ],
+)
+def test_a_pair_that_cannot_be_converted_to_usd_is_quarantined(tmp_path: Path, symbol: str, reason: str) -> None:
+    other = candle(T0 + timedelta(hours=1), symbol="ETH/USDT" if reason == "non_usd_quote" else "BTC/USDT")
+    _, quarantine, report = load(write(tmp_path, [candle(T0, symbol=symbol), other]))
+    assert only_reason(quarantine) == reason
+    base, quote = ("BTC", "EUR") if symbol == "BTC/EUR" else ("ETC", "BTC")
+    assert f"{base}/{quote}" in quarantine["detail"].iloc[0]
+    assert report.quarantined_by_reason == {reason: 1}
 
 
 @pytest.mark.parametrize("symbol", ["BTC/USDT", "BTC-USD", "BTCUSDT", "btc/busd"])
@@ -436,7 +468,7 @@ def test_nonexistent_path_raises(tmp_path: Path) -> None:
 
 def test_directory_without_market_files_raises(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("nothing here")
-    with pytest.raises(ValueError, match="holds no .csv or .parquet files"):
+    with pytest.raises(ValueError, match=r"folder holds no market files \(\.csv, \.csv\.gz.*\); it holds notes\.txt"):
         load_market_files([str(tmp_path)])
 
 
@@ -451,7 +483,8 @@ def test_directory_reads_every_market_file_sorted(tmp_path: Path) -> None:
     write(tmp_path, [candle(T0)], name="a.csv")
     (tmp_path / "README.md").write_text("not data")
     snapshots, _, reports = load_market_files([str(tmp_path)])
-    assert [Path(r.path).name for r in reports] == ["a.csv", "b.csv"]
+    assert [Path(r.path).name for r in reports] == ["README.md", "a.csv", "b.csv"]
+    assert reports[0].skipped.startswith("not a market file: .md")
     assert sorted(snapshots["coin_id"]) == ["bitcoin", "ethereum"]
 
 
@@ -560,7 +593,7 @@ def test_accounting_identity(tmp_path: Path) -> None:
     assert report.duplicates_removed == 2
     assert report.quarantined_by_reason == {
         "non_positive_price": 1,
-        "non_usd_quote": 1,
+        "no_quote_usd_rate": 1,  # ETC/BTC at an hour the file's BTC series lacks
         "unparseable_timestamp": 1,
         "timestamp_mismatch": 1,
         "missing_column": 1,
@@ -592,6 +625,11 @@ def test_windows_split_rows_and_quarantine_exactly_once(tmp_path: Path) -> None:
             "files_unreadable",
             "rows_without_usable_volume",
             "date_disagrees_with_unix",
+            "rows_merged",
+            "rows_not_used",
+            "files_skipped",
+            "incomplete_hours",
+            "rows_converted_to_usd",
         }
     # The timeless records (the short line and the garbled times) belong to the file's first hour.
     first = batches[1]
@@ -632,6 +670,414 @@ def test_command_line_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert out[0].split()[:5] == ["file", "read", "kept", "dedup", "quar."]
     assert out[2].split()[:5] == ["Binance_BTCUSDT_1h.csv", "11", "3", "2", "6"]
     assert "bad_tick=1" in out[2]
+
+
+# --------------------------------------------------------------------------- every window, typed frames
+
+
+def assert_typed(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> None:
+    """The schema's columns, in order, with its dtypes: datetime columns are datetimes even when empty."""
+    dtypes = {"VARCHAR": "object", "DOUBLE": "float64", "TIMESTAMP": "datetime64[us]"}
+    assert [(c, str(t)) for c, t in frame.dtypes.items()] == [(c, dtypes[t]) for c, t, _ in columns]
+
+
+def test_every_csv_window_gives_typed_frames_with_anomalies_injected(tmp_path: Path) -> None:
+    # Three hours, a day's gap, three hours: rows without an event drawn, one hour, a gap, after the end.
+    path = write(tmp_path, [candle(h) for h in hours(3) + hours(3, start=T0 + timedelta(days=1))])
+    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.02, seed=7))
+    windows = {  # name: (start, hours, rows in it)
+        "no event drawn": (T0, 3, 3),
+        "one hour": (T0 + timedelta(hours=1), 1, 1),
+        "a gap in the files": (T0 + timedelta(hours=4), 12, 0),
+        "after the end": (T0 + timedelta(days=9), 24, 0),
+    }
+    for name, (start, n_hours, n_rows) in windows.items():
+        batch = source.fetch(utc(start), utc(start) + timedelta(hours=n_hours))
+        assert len(batch.snapshots) == n_rows, name
+        assert batch.ground_truth.empty and batch.stats["anomalous_rows"] == 0, name
+        assert_typed(batch.snapshots, SNAPSHOT_COLUMNS)
+        assert_typed(batch.quarantine, QUARANTINE_COLUMNS)
+        assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+    # With events drawn, the labels carry their hour.
+    path = write(tmp_path, [candle(h, symbol="ETH/USDT") for h in hours(48)], name="Binance_ETHUSDT_1h.csv")
+    busy = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.45, seed=7))
+    batch = busy.fetch(utc(T0), utc(T0) + timedelta(days=2))
+    assert len(batch.ground_truth) > 0
+    assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+    assert (batch.ground_truth["partition_hour"] == batch.ground_truth["observed_at"].dt.floor("h")).all()
+
+
+def test_injection_gives_typed_ground_truth_when_nothing_is_drawn() -> None:
+    empty = empty_snapshots()
+    one_hour = empty.reindex([0]).assign(coin_id="bitcoin", observed_at=T0, price=1.0, open=1.0, high=1.0, low=1.0)
+    for frame, rate in [(empty, 0.02), (empty, 0.0), (one_hour, 0.0), (one_hour, 1e-9)]:
+        _, truth = inject_anomalies(frame, seed=7, rate=rate, source="csv")
+        assert truth.empty
+        assert_typed(truth, GROUND_TRUTH_COLUMNS)
+
+
+def test_synthetic_windows_give_typed_frames_too() -> None:
+    for rate in (0.0, 0.02):
+        batch = synthetic_window(default_universe(2), 7, utc(T0), utc(T0) + timedelta(hours=1), rate)
+        assert len(batch.snapshots) == 2
+        assert_typed(batch.snapshots, SNAPSHOT_COLUMNS)
+        assert_typed(batch.quarantine, QUARANTINE_COLUMNS)
+        assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
+
+
+def test_ingesting_a_csv_day_after_the_files_end_succeeds(warehouse, instance, tmp_path: Path) -> None:
+    path = write(tmp_path, [candle(h) for h in hours(3)])  # 2021; the day ingested is in 2026
+    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)]))  # anomalies injected (the default)
+    result = dg.materialize(
+        [ingestion.market_snapshots],
+        instance=instance,
+        partition_key="2026-03-01",
+        resources={"warehouse": warehouse, "market_source": source},
+        raise_on_error=False,
+    )
+    assert result.success
+    assert warehouse.query("SELECT count(*) AS n FROM raw.anomaly_ground_truth")["n"].iloc[0] == 0
+
+
+# --------------------------------------------------------------------------- pairs quoted in another coin
+
+
+NO_SYMBOL = "Date,Open,High,Low,Close"  # the older CryptoDataDownload header: no symbol, no volume
+
+
+def btc_usdt(tmp_path: Path, closes: list[float], start: datetime = T0) -> Path:
+    lines = [
+        candle(h, open_=c, close=c, volume_quote=1e6) for h, c in zip(hours(len(closes), start), closes, strict=True)
+    ]
+    return write(tmp_path, lines, name="Binance_BTCUSDT_1h.csv")
+
+
+def test_a_btc_quoted_pair_is_converted_hour_by_hour_with_the_btc_usd_series(tmp_path: Path) -> None:
+    btc_usdt(tmp_path, [40_000.0, 41_000.0, 42_000.0])
+    lines = [f"{h:%Y-%m-%d %I-%p},0.00050,0.00060,0.00040,0.00055" for h in hours(4)]  # the 4th hour has no BTC rate
+    etc = write(tmp_path, lines, name="Binance_ETCBTC_1h.csv", header=NO_SYMBOL)
+    snapshots, quarantine, reports = load_market_files([str(tmp_path)])
+    rows = snapshots[snapshots["coin_id"] == "etc"]
+    assert rows["partition_hour"].tolist() == hours(3)
+    btc_close = pd.Series([40_000.0, 41_000.0, 42_000.0], index=rows.index)
+    for column, in_btc in [("open", 0.0005), ("high", 0.0006), ("low", 0.0004), ("price", 0.00055)]:
+        assert rows[column].tolist() == pytest.approx((btc_close * in_btc).tolist()), column
+    assert only_reason(quarantine) == "no_quote_usd_rate"
+    assert "ETC/BTC: no BTC close in USD at 2021-06-09 23:00 in Binance_BTCUSDT_1h.csv" in quarantine["detail"].iloc[0]
+    report = next(r for r in reports if r.name == etc.name)
+    assert report.quarantined_by_reason == {"no_quote_usd_rate": 1} and report.rows_kept == 3
+    assert "Binance_BTCUSDT_1h.csv" in report.conversions["ETC/BTC"]
+    assert_accounted(report)
+    batch = csv_window([str(tmp_path)], utc(T0), utc(T0) + timedelta(hours=4))
+    assert batch.stats["rows_converted_to_usd"] == 3
+    assert any("ETC/BTC converted to USD" in w for w in batch.warnings), batch.warnings
+
+
+def test_a_btc_quoted_volume_is_converted_too(tmp_path: Path) -> None:
+    btc_usdt(tmp_path, [40_000.0])
+    header = "unix,date,symbol,open,high,low,close,Volume ETC,Volume BTC,tradecount"
+    line = candle(T0, open_=0.0005, high=0.0006, low=0.0004, close=0.00055, volume_quote=2.0, symbol="ETC/BTC")
+    write(tmp_path, [line], name="Binance_ETCBTC_1h.csv", header=header)
+    snapshots, _, _ = load_market_files([str(tmp_path)])
+    etc = snapshots[snapshots["coin_id"] == "etc"].iloc[0]
+    assert etc["volume_quote"] == pytest.approx(2.0 * 40_000.0)  # Volume BTC times the hour's BTC close
+    assert etc["price"] == pytest.approx(0.00055 * 40_000.0)
+
+
+def test_without_any_usd_series_of_the_quote_the_pair_is_quarantined_and_the_other_files_land(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        [f"{h:%Y-%m-%d %I-%p},0.0005,0.0006,0.0004,0.00055" for h in hours(3)],
+        "Bitfinex_ETCBTC_1h.csv",
+        NO_SYMBOL,
+    )
+    write(tmp_path, [candle(h, symbol="ETH/USDT") for h in hours(3)], name="Binance_ETHUSDT_1h.csv")
+    snapshots, quarantine, reports = load_market_files([str(tmp_path)])
+    assert snapshots["coin_id"].tolist() == ["ethereum"] * 3
+    assert set(quarantine["reason"]) == {"non_usd_quote"} and len(quarantine) == 3
+    assert "no replayed file holds BTC priced in USD" in quarantine["detail"].iloc[0]
+    assert [r.quarantined_by_reason for r in reports] == [{}, {"non_usd_quote": 3}]
+
+
+def test_a_price_read_in_usd_beats_one_converted_from_another_quote(tmp_path: Path) -> None:
+    btc_usdt(tmp_path, [40_000.0] * 5)
+    write(
+        tmp_path,
+        [candle(h, symbol="ETC/USDT", close=20.0, open_=20.0) for h in hours(2)],
+        name="Binance_ETCUSDT_1h.csv",
+    )
+    converted = write(
+        tmp_path,
+        [f"{h:%Y-%m-%d %I-%p},0.0005,0.0006,0.0004,0.00055" for h in hours(5)],
+        "Binance_ETCBTC_1h.csv",
+        NO_SYMBOL,
+    )
+    snapshots, quarantine, reports = load_market_files([str(tmp_path)])
+    assert snapshots.loc[snapshots["coin_id"] == "etc", "price"].tolist() == [20.0, 20.0]
+    assert quarantine.empty
+    report = next(r for r in reports if r.name == converted.name)
+    assert report.rows_not_used == 5
+    assert "a price read in USD before one converted from BTC" in report.venue_choice["etc"]
+
+
+# --------------------------------------------------------------------------- granularity
+
+
+def minutes(n: int, start: datetime = T0, step: int = 1) -> list[datetime]:
+    return [start + timedelta(minutes=step * i) for i in range(n)]
+
+
+def minute_lines(times: list[datetime]) -> list[str]:
+    """Minute candles whose open rises by 1 a minute (high = close + 1, low = open - 1), 10 USD each."""
+    first = times[0]
+    return [
+        candle(
+            t,
+            open_=100 + (t - first) / timedelta(minutes=1),
+            close=100.5 + (t - first) / timedelta(minutes=1),
+            volume_quote=10.0,
+        )
+        for t in times
+    ][::-1]  # newest first, as exported
+
+
+def test_minute_rows_are_merged_into_hourly_candles(tmp_path: Path) -> None:
+    path = write(tmp_path, minute_lines(minutes(180)), name="Binance_BTCUSDT_minute.csv")
+    snapshots, quarantine, report = load(path)
+    assert quarantine.empty
+    assert snapshots["partition_hour"].tolist() == snapshots["observed_at"].tolist() == hours(3)
+    for k, row in enumerate(snapshots.itertuples()):
+        first, last = 60 * k, 60 * k + 59
+        assert (row.open, row.high, row.low, row.price) == (100 + first, 101.5 + last, 99 + first, 100.5 + last)
+        assert row.volume_quote == pytest.approx(600.0)  # 60 minutes of 10 USD
+    assert (report.interval, report.rows_read, report.rows_kept, report.rows_merged) == ("1m", 180, 3, 177)
+    assert report.incomplete_hours == 0 and report.duplicates_removed == 0
+    assert_accounted(report)
+    batches = [csv_window([str(path)], utc(h), utc(h) + timedelta(hours=1)) for h in hours(3)]
+    assert [b.stats["rows_read"] for b in batches] == [60, 60, 60]
+    assert [b.stats["rows_merged"] for b in batches] == [59, 59, 59]
+
+
+def test_an_hour_missing_minutes_is_flagged_not_presented_as_complete(tmp_path: Path) -> None:
+    times = [t for t in minutes(180) if t != T0 + timedelta(hours=1, minutes=30)]
+    path = write(tmp_path, minute_lines(times), name="Binance_BTCUSDT_minute.csv")
+    snapshots, _, report = load(path)
+    assert snapshots["volume_quote"].tolist() == pytest.approx([600.0, 590.0, 600.0])
+    assert report.incomplete_hours == 1 and report.rows_merged == 176
+    assert any("1 hourly candles are incomplete" in w for w in report.warnings())
+    batch = csv_window([str(path)], utc(T0), utc(T0) + timedelta(hours=3))
+    assert batch.stats["incomplete_hours"] == 1
+    assert any("incomplete" in w for w in batch.warnings), batch.warnings
+
+
+def test_a_duplicated_minute_follows_the_duplicate_rules_before_merging(tmp_path: Path) -> None:
+    lines = minute_lines(minutes(120))
+    path = write(tmp_path, [lines[0], *lines], name="Binance_BTCUSDT_minute.csv")
+    snapshots, quarantine, report = load(path)
+    assert only_reason(quarantine) == "exact_duplicate"
+    assert snapshots["volume_quote"].tolist() == pytest.approx([600.0, 600.0])
+    assert (report.rows_read, report.rows_kept, report.rows_merged, report.duplicates_removed) == (121, 2, 118, 1)
+
+
+@pytest.mark.parametrize(
+    "times, interval",
+    [
+        ([T0, T0 + timedelta(minutes=1), *minutes(36, T0 + timedelta(minutes=5), step=5)], "5m"),  # a stray first row
+        ([T0, *hours(8, T0 + timedelta(hours=3))], "1h"),  # the first two rows straddle a gap
+    ],
+)
+def test_the_interval_is_the_median_spacing_not_the_first_rows(
+    tmp_path: Path, times: list[datetime], interval: str
+) -> None:
+    _, _, report = load(write(tmp_path, [candle(t) for t in times]))
+    assert report.interval == interval
+    assert report.rows_kept == len({t.replace(minute=0) for t in times})
+
+
+@pytest.mark.parametrize(
+    "step, spacing", [(timedelta(days=1), "1d"), (timedelta(hours=4), "4h"), (timedelta(days=7), "7d")]
+)
+def test_candles_coarser_than_hourly_are_refused(tmp_path: Path, step: timedelta, spacing: str) -> None:
+    write(tmp_path, [candle(T0 + i * step) for i in range(30)], name="Binance_BTCUSDT_d.csv")
+    write(tmp_path, [candle(h, symbol="ETH/USDT") for h in hours(2)], name="Binance_ETHUSDT_1h.csv")
+    snapshots, _, reports = load_market_files([str(tmp_path)])
+    assert snapshots["coin_id"].tolist() == ["ethereum", "ethereum"]
+    refused = reports[0]
+    assert refused.unreadable.startswith(f"its rows are {spacing} apart (median spacing): coarser than hourly")
+    assert refused.rows_read == 0
+
+
+# --------------------------------------------------------------------------- compressed exports, folders
+
+
+def export(lines: list[str], header: str = HEADER) -> str:
+    return "\n".join([header, *lines]) + "\n"
+
+
+def test_gzip_and_zip_exports_are_read_and_every_other_file_is_listed(tmp_path: Path) -> None:
+    (tmp_path / "Binance_BTCUSDT_1h.csv.gz").write_bytes(gzip.compress(export([candle(h) for h in hours(2)]).encode()))
+    with zipfile.ZipFile(tmp_path / "alts.zip", "w") as archive:
+        bad = candle(T0 + timedelta(hours=1), symbol="ETH/USDT", close=0.0, low=0.0)
+        archive.writestr("Binance_ETHUSDT_1h.csv", export([candle(T0, symbol="ETH/USDT"), bad]))
+        archive.writestr("2021/Binance_ADAUSDT_1h.csv", export([candle(h, symbol="ADA/USDT") for h in hours(2)]))
+        archive.writestr("readme.txt", "not data")
+    (tmp_path / "notes.txt").write_text("not data")
+    (tmp_path / "old").mkdir()
+    snapshots, quarantine, reports = load_market_files([str(tmp_path)])
+    assert sorted(snapshots["coin_id"]) == ["bitcoin", "bitcoin", "cardano", "cardano", "ethereum"]
+    assert quarantine["source_ref"].tolist() == ["alts.zip!Binance_ETHUSDT_1h.csv:3"]
+    by_name = {r.name: r for r in reports}
+    assert set(by_name) == {
+        "Binance_BTCUSDT_1h.csv.gz",
+        "alts.zip!Binance_ETHUSDT_1h.csv",
+        "alts.zip!2021/Binance_ADAUSDT_1h.csv",
+        "alts.zip!readme.txt",
+        "notes.txt",
+        "old",
+    }
+    assert by_name["notes.txt"].skipped.startswith("not a market file: .txt")
+    assert by_name["alts.zip!readme.txt"].skipped.startswith("not a market file: .txt")
+    assert by_name["old"].skipped.startswith("a folder")
+    batch = csv_window([str(tmp_path)], utc(T0), utc(T0) + timedelta(hours=2))
+    assert batch.stats["files_skipped"] == 3
+    assert sum("skipped, not imported" in w for w in batch.warnings) == 3, batch.warnings
+
+
+@pytest.mark.parametrize("name", ["Binance_BTCUSDT_1h.csv.gz", "Binance_BTCUSDT_1h.csv", "Binance_BTCUSDT_1h.zip"])
+def test_a_compressed_file_given_by_name_is_read(tmp_path: Path, name: str) -> None:
+    text = export([candle(h) for h in hours(3)])
+    path = tmp_path / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("Binance_BTCUSDT_1h.csv", text)
+    else:  # gzip, also under a plain .csv name: the first bytes tell
+        path.write_bytes(gzip.compress(text.encode()))
+    snapshots, _, (report,) = load_market_files([str(path)])
+    assert snapshots["partition_hour"].tolist() == hours(3)
+    assert report.unreadable is None and report.rows_kept == 3
+
+
+def test_a_broken_archive_is_reported_unreadable_with_the_reason(tmp_path: Path) -> None:
+    write(tmp_path, [candle(h) for h in hours(2)], name="good.csv")
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(export([candle(T0, symbol="ETH/USDT")]).encode())[:20])
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as archive:
+        archive.writestr("readme.txt", "no data")
+    snapshots, _, reports = load_market_files([str(tmp_path)])
+    assert len(snapshots) == 2
+    why = {r.name: r.unreadable for r in reports}
+    assert why["broken.zip"].startswith("not a readable zip archive (BadZipFile")
+    assert why["cut.csv.gz"].startswith("cannot be read as text CSV or Parquet (EOFError")
+    assert why["docs.zip"].startswith("the zip archive holds no market file") and "readme.txt" in why["docs.zip"]
+    assert csv_window([str(tmp_path)], utc(T0), utc(T0) + timedelta(hours=1)).stats["files_unreadable"] == 3
+
+
+# --------------------------------------------------------------------------- venues: one series per coin
+
+
+@pytest.mark.parametrize(
+    "name, symbol",
+    [
+        ("Binance_BTCUSDT_futures_1h.csv", "BTC/USDT"),
+        ("Binance_F_BTCUSDT_1h.csv", "BTCUSDT"),
+        ("Binance_BTCUSDT_PERP_1h.csv", "BTCUSDT_PERP"),
+        ("KuCoin_XBTUSDTM_1h.csv", "XBTUSDTM"),
+        ("Deribit_BTC-PERPETUAL_1h.csv", "BTC-PERPETUAL"),
+        ("FTX_BTC-PERP_1h.csv", None),  # no symbol column: the file name gives the perpetual
+    ],
+)
+def test_spot_is_used_over_futures_for_the_whole_series(tmp_path: Path, name: str, symbol: str | None) -> None:
+    write(tmp_path, [candle(h, close=100.5) for h in hours(10)], name="Binance_BTCUSDT_1h.csv")
+    later = hours(20, start=T0 + timedelta(hours=5))  # begins mid-series and has more hours
+    if symbol is None:
+        write(tmp_path, [f"{h:%Y-%m-%d %I-%p},100,102.5,99,101.5" for h in later], name=name, header=NO_SYMBOL)
+    else:
+        write(tmp_path, [candle(h, close=101.5, symbol=symbol) for h in later], name=name)
+    snapshots, quarantine, reports = load_market_files([str(tmp_path)])
+    assert snapshots["partition_hour"].tolist() == hours(10)
+    assert snapshots["price"].tolist() == [100.5] * 10  # not one futures row stitched in
+    assert quarantine.empty
+    by_name = {r.name: r for r in reports}
+    futures, spot = by_name[name], by_name["Binance_BTCUSDT_1h.csv"]
+    assert (futures.rows_kept, futures.rows_not_used) == (0, 20)
+    assert_accounted(futures)
+    assert "taken from Binance_BTCUSDT_1h.csv (spot before futures/perpetual)" in futures.venue_choice["bitcoin"]
+    assert f"chosen over {name}" in spot.venue_choice["bitcoin"]
+
+
+def test_one_exchange_is_used_per_coin_whatever_the_order_or_the_window(tmp_path: Path) -> None:
+    a, b = tmp_path / "exchange_a", tmp_path / "exchange_b"
+    a.mkdir()
+    b.mkdir()
+    write(a, [candle(h, close=100.5, symbol="LTC/USDT") for h in hours(24)], name="Binance_LTCUSDT_1h.csv")
+    gap = T0 + timedelta(hours=10)
+    b_hours = [h for h in hours(30, start=T0 - timedelta(hours=3)) if h != gap]  # 29 hours, one gap
+    write(b, [candle(h, close=101.5, symbol="LTC/USDT") for h in b_hours], name="Binance_LTCUSDT_1h.csv")
+    for order in ([a, b], [b, a]):
+        snapshots, _, reports = load_market_files([str(p) for p in order])
+        assert snapshots["partition_hour"].tolist() == b_hours  # the gap stays a gap: nothing patched from a
+        assert set(snapshots["price"]) == {101.5}
+        assert {Path(r.path).parent.name: r.rows_not_used for r in reports} == {"exchange_a": 24, "exchange_b": 0}
+    starts = [T0 - timedelta(hours=6) + timedelta(hours=6 * i) for i in range(7)]
+    batches = [csv_window([str(a), str(b)], utc(s), utc(s) + timedelta(hours=6)) for s in starts]
+    assert sum(len(x.snapshots) for x in batches) == 29 and sum(x.stats["rows_not_used"] for x in batches) == 24
+    assert all(set(x.snapshots["price"]) <= {101.5} for x in batches)
+
+
+def test_files_of_one_venue_split_by_year_are_one_series(tmp_path: Path) -> None:
+    write(tmp_path, [candle(h) for h in hours(3, datetime(2020, 12, 31, 21))], name="Binance_BTCUSDT_2020_1h.csv")
+    write(tmp_path, [candle(h) for h in hours(3, datetime(2021, 1, 1))], name="Binance_BTCUSDT_2021_1h.csv")
+    snapshots, _, reports = load_market_files([str(tmp_path)])
+    assert len(snapshots) == 6
+    assert [(r.rows_kept, r.rows_not_used, r.venue_choice) for r in reports] == [(3, 0, {}), (3, 0, {})]
+
+
+def test_equal_venues_are_told_apart_by_file_name_in_any_order(tmp_path: Path) -> None:
+    a = write(tmp_path, [candle(h, close=100.5, symbol="BTC/USD") for h in hours(2)], name="Bitstamp_BTCUSD_1h.csv")
+    b = write(tmp_path, [candle(h, close=101.5, symbol="BTC/USD") for h in hours(2)], name="Kraken_BTCUSD_1h.csv")
+    for order in ([a, b], [b, a]):
+        snapshots, _, reports = load_market_files([str(p) for p in order])
+        assert snapshots["price"].tolist() == [100.5, 100.5]
+        kraken = next(r for r in reports if r.name == b.name)
+        assert "as many readable hours (2); the first file name wins" in kraken.venue_choice["bitcoin"]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        csv_replay.main(argv)
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_command_line_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "nope.csv: no such file or directory" in cli_error([str(tmp_path / "nope.csv")], capsys)
+    (tmp_path / "notes.txt").write_text("nothing here")
+    assert "folder holds no market files" in cli_error([str(tmp_path)], capsys)
+    assert "notes.txt: no recognisable header" in cli_error([str(tmp_path / "notes.txt")], capsys)
+
+
+def test_command_line_error_without_a_traceback_when_run_as_a_module(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "crypto_assets.market.csv_replay", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().endswith("nope.csv: no such file or directory") and run.stderr.count("\n") == 1
+
+
+def test_a_header_only_file_says_it_has_no_data_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv_replay.main([str(write(tmp_path, []))])
+    out = capsys.readouterr().out
+    assert "has a header but no data rows" in out
+    assert "neither base nor quote" not in out
 
 
 # --------------------------------------------------------------------------- the real shared files

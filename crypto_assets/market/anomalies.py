@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from crypto_assets.market.schema import GROUND_TRUTH_COLUMNS, conform
+
 # kind -> (min hours, max hours). The mix is uniform over kinds.
 ANOMALY_KINDS: dict[str, tuple[int, int]] = {
     "pump_and_dump": (4, 6),
@@ -46,14 +48,15 @@ def inject_anomalies(frame: pd.DataFrame, *, seed: int, rate: float, source: str
 
     ``frame`` holds the unified snapshot columns for one or more coins, ideally starting
     ``MAX_EVENT_HOURS`` before the window of interest so events that began earlier are complete.
-    ``rate`` is the expected fraction of coin-hours inside an anomaly.
+    ``rate`` is the expected fraction of coin-hours inside an anomaly. The ground truth always has
+    the typed ``GROUND_TRUTH_COLUMNS``, also when no event was drawn, so callers never special-case it.
     """
     if not 0.0 <= rate < 0.5:
         raise ValueError(f"anomaly_rate must be in [0, 0.5), got {rate}")
     out = frame.sort_values(["coin_id", "observed_at"]).reset_index(drop=True)
     labels: list[dict] = []
     if rate == 0.0 or out.empty:
-        return out, pd.DataFrame(labels, columns=["coin_id", "observed_at", "anomaly_id", "anomaly_kind", "source"])
+        return out, _ground_truth(labels)
     p_start = rate / _MEAN_EVENT_HOURS
     price = out["price"].to_numpy(dtype=float).copy()
     cols = {c: out[c].to_numpy(dtype=float).copy() for c in ("open", "high", "low", "volume_quote")}
@@ -87,7 +90,14 @@ def inject_anomalies(frame: pd.DataFrame, *, seed: int, rate: float, source: str
     out["price"] = price
     for c, values in cols.items():
         out[c] = values
-    return out, pd.DataFrame(labels, columns=["coin_id", "observed_at", "anomaly_id", "anomaly_kind", "source"])
+    return out, _ground_truth(labels)
+
+
+def _ground_truth(labels: list[dict]) -> pd.DataFrame:
+    """Labels as typed ground-truth rows (datetime columns even when there are none)."""
+    frame = pd.DataFrame(labels, columns=["coin_id", "observed_at", "anomaly_id", "anomaly_kind", "source"])
+    frame["partition_hour"] = pd.to_datetime(frame["observed_at"]).dt.floor("h")
+    return conform(frame, GROUND_TRUTH_COLUMNS)
 
 
 def _apply(kind: str, span: np.ndarray, idx: np.ndarray, s: int, u: float, price, cols) -> None:
