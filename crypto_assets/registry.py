@@ -27,6 +27,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.warehouse import transaction
 
 CHAMPION = "champion"
+MODEL, BASELINE = "model", "baseline"  # what a version is: a trained candidate, or a baseline
 TRIGGERS = ("sensor", "manual", "rollback")
 _SPECIFIER = re.compile(r"^(champion|latest(?:-(\d+))?|v?(\d+))$")
 
@@ -84,6 +85,11 @@ class ModelVersion:
     metrics: dict
     artifact_sha256: str
     lineage: Lineage
+    kind: str = MODEL  # MODEL, or BASELINE: a baseline serving as champion of last resort
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == BASELINE
 
     def recipe(self) -> tuple[str, str, str]:
         """What the version is made from, apart from data: params, features and feature spec. Same recipe, same walk-forward scores."""
@@ -93,59 +99,26 @@ class ModelVersion:
 _VERSION_COLUMNS = (
     "model_name, version_id, version_number, created_at, run_id, split_id, params, features, "
     "feature_spec_version, metrics, artifact_sha256, train_start, train_end, train_rows, train_positives, "
-    "training_frame_sha256, evaluation_start, evaluation_end, holdout_rows, evaluation_positives"
+    "training_frame_sha256, evaluation_start, evaluation_end, holdout_rows, evaluation_positives, kind"
 )
 
 
 def _row_to_version(row) -> ModelVersion:
-    (
-        name,
-        vid,
-        number,
-        created,
-        run_id,
-        split_id,
-        params,
-        features,
-        spec,
-        metrics,
-        sha,
-        train_start,
-        train_end,
-        train_rows,
-        train_positives,
-        frame_sha,
-        eval_start,
-        eval_end,
-        eval_rows,
-        eval_positives,
-    ) = row
-    lineage = Lineage(
-        split_id,
-        spec,
-        train_start,
-        train_end,
-        train_rows,
-        train_positives,
-        frame_sha,
-        eval_start,
-        eval_end,
-        eval_rows,
-        eval_positives,
-    )
+    (name, vid, number, created, run_id, split_id, params, features, spec, metrics, sha, *lineage_values, kind) = row
     return ModelVersion(
-        name,
-        vid,
-        number,
-        created,
-        run_id,
-        split_id,
-        json.loads(params or "{}"),
-        json.loads(features or "[]"),
-        spec,
-        json.loads(metrics or "{}"),
-        sha,
-        lineage,
+        model_name=name,
+        version_id=vid,
+        version_number=number,
+        created_at=created,
+        run_id=run_id,
+        split_id=split_id,
+        params=json.loads(params or "{}"),
+        features=json.loads(features or "[]"),
+        feature_spec_version=spec,
+        metrics=json.loads(metrics or "{}"),
+        artifact_sha256=sha,
+        lineage=Lineage(split_id, spec, *lineage_values),
+        kind=kind,
     )
 
 
@@ -163,6 +136,7 @@ def register_version(
     lineage: Lineage,
     metrics: dict,
     run_id: str | None,
+    kind: str = MODEL,
     write_evidence: Callable[[str], None] | None = None,
 ) -> ModelVersion:
     """Append a new version of ``model_name`` with its lineage; its id is the next ``vN``.
@@ -191,6 +165,7 @@ def register_version(
         "evaluation_end": lineage.evaluation_end and utc_naive(lineage.evaluation_end),
         "evaluation_positives": lineage.evaluation_positives,
         "created_at": utc_naive(datetime.now(UTC)),
+        "kind": kind,
     }
     with transaction(conn):
         number = conn.execute(

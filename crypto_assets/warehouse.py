@@ -28,7 +28,7 @@ _SCHEMA_SQL = resources.files("crypto_assets").joinpath("sql/schema.sql").read_t
 
 # Version 1: files written before the layout was recorded (hourly partitions).
 # Version 2: daily partitions, walk-forward splits and evidence, model lineage, shadow scores.
-# Version 3: prediction outcomes of every model judged against a label (model_name, generic columns).
+# Version 3: prediction outcomes of every model judged against a label; baseline versions.
 LAYOUT_VERSION = 3
 # from version -> (what the migration to the next version does, its SQL statements).
 MIGRATIONS: dict[int, tuple[str, list[str]]] = {
@@ -63,8 +63,12 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
     ),
     2: (
         "prediction outcomes for every model judged against a label: serving.prediction_outcomes is derived "
-        "data and is dropped (re-materialize prediction_outcomes).",
-        ["DROP TABLE IF EXISTS serving.prediction_outcomes"],
+        "data and is dropped (re-materialize prediction_outcomes); model versions say whether they are a model "
+        "or a baseline serving as champion of last resort (existing versions: model).",
+        [
+            "DROP TABLE IF EXISTS serving.prediction_outcomes",
+            "ALTER TABLE IF EXISTS registry.model_versions ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'model'",
+        ],
     ),
 }
 _PROJECT_SCHEMAS = ("raw", "features", "ml", "registry", "serving")

@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS registry.model_versions (
     metrics VARCHAR, artifact BLOB NOT NULL, artifact_sha256 VARCHAR NOT NULL,
     train_positives BIGINT, training_frame_sha256 VARCHAR,
     evaluation_start TIMESTAMP, evaluation_end TIMESTAMP, evaluation_positives BIGINT,
+    kind VARCHAR NOT NULL DEFAULT 'model',  -- 'model', or 'baseline' (a baseline serving as champion of last resort)
     PRIMARY KEY (model_name, version_id)
 );
 
