@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import crypto_assets.definitions  # noqa: F401 - what a run worker loads (Dagster's backfill settings)
     from crypto_assets.assets import drift, features, ingestion
     from crypto_assets.market.sources import SyntheticMarket
+    from crypto_assets.resources import build_resources
     from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         resources = {
             "warehouse": Warehouse(database=str(Path(tempfile.mkdtemp()) / "drift.duckdb")),
             "market_source": market,
+            "reports": build_resources()["reports"],
         }
         rows = []
         with dg.DagsterInstance.ephemeral() as instance:

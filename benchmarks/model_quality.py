@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     import crypto_assets.definitions  # noqa: F401 - what a run worker loads (Dagster's backfill settings)
     from crypto_assets.assets import candidates, evaluations, features, ingestion, splits
     from crypto_assets.market.sources import CsvReplayMarket, SyntheticMarket
+    from crypto_assets.resources import Reports
     from crypto_assets.run_tags import partition_range_tags
     from crypto_assets.warehouse import Warehouse
 
@@ -110,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         CsvReplayMarket(paths=[args.csv_path]) if args.source == "csv" else SyntheticMarket(universe_size=args.coins)
     )
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
-    resources = {"warehouse": Warehouse(database=str(database)), "market_source": source}
+    resources = {
+        "warehouse": Warehouse(database=str(database)),
+        "market_source": source,
+        "reports": Reports(folder=str(database.parent / "reports")),
+    }
     split_config = {"ops": {"training_splits": {"config": {"evaluation_days": args.evaluation_days}}}}
     rows: list[dict] = []
     with dg.DagsterInstance.ephemeral() as instance:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("ingestion failed; see the log above")
         for day in days:
             key = day.isoformat()
-            # Blocking gates may fail a run; the evaluation is still recorded, which is all we read.
+            # A refused candidate is a decision, not a failure: every evaluation is recorded, which is all we read.
             result = dg.materialize(
                 [splits.training_splits, *candidates.candidate_assets, *evaluations.evaluation_assets],
                 instance=instance,
@@ -147,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for baseline in baselines:
                     row[f"{baseline}_pr_auc"] = _value(meta, f"{baseline}_pr_auc")
-                    ci = _value(meta, f"vs_{baseline}_ci", "[nan, nan]")
-                    row[f"{baseline}_ci_low"] = float(ci.strip("[]").split(",")[0])
+                    row[f"{baseline}_ci_low"] = _value(meta, f"vs_{baseline}_ci_low")
                 rows.append(row)
 
     print(

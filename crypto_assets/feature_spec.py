@@ -30,21 +30,39 @@ FEATURES: dict[str, str] = {
     "rv_72h": "Realized volatility over 72 hours.",
     "rv_168h": "Realized volatility over 168 hours (a week).",
     "rv_ratio_6h_72h": "Short over long realized volatility (regime change when far from 1).",
-    "rv_6h_vs_p90_168h": "6h realized volatility over the 90th percentile of its own values in the past 168 hours (the spike threshold).",
+    "rv_6h_vs_p90_168h": (
+        "6h realized volatility over the 90th percentile of its own values in the past 168 hours (the spike threshold)."
+    ),
     "rv_1h_vs_p90_168h": "Absolute last-hour return over the spike threshold (HAR's hourly component).",
     "rv_24h_vs_p90_168h": "24h realized volatility over the spike threshold (HAR's daily component).",
     "rv_168h_vs_p90_168h": "168h realized volatility over the spike threshold (HAR's weekly component).",
-    "parkinson_6h_vs_p90_168h": "Parkinson range volatility over 6 hours (from high and low) over the spike threshold; NULL without high/low.",
-    "garman_klass_24h_vs_p90_168h": "Garman-Klass volatility over 24 hours (from open, high, low, close) over the spike threshold; NULL without OHLC.",
+    "parkinson_6h_vs_p90_168h": (
+        "Parkinson range volatility over 6 hours (from high and low) over the spike threshold; NULL without high/low."
+    ),
+    "garman_klass_24h_vs_p90_168h": (
+        "Garman-Klass volatility over 24 hours (from open, high, low, close) over the "
+        "spike threshold; NULL without OHLC."
+    ),
     "vol_of_vol_72h": "Volatility of volatility: standard deviation over mean of rv_6h in the past 72 hours.",
-    "hours_since_spike": "Hours since rv_6h last exceeded the spike threshold (0 = now), 25 when not in the past 24 hours.",
+    "hours_since_spike": (
+        "Hours since rv_6h last exceeded the spike threshold (0 = now), 25 when not in the past 24 hours."
+    ),
     "market_rv_6h_vs_p90_168h": "Mean of rv_6h_vs_p90_168h across coins that hour (market-wide volatility).",
-    "rv_24h_vs_market": "rv_24h over its median across coins that hour: the coin's own volatility regime, apart from the market's.",
-    "leader_rv_6h_vs_p90_168h": "rv_6h_vs_p90_168h of the largest coin that hour (by market cap, else by quote volume).",
+    "rv_24h_vs_market": (
+        "rv_24h over its median across coins that hour: the coin's own volatility regime, apart from the market's."
+    ),
+    "leader_rv_6h_vs_p90_168h": (
+        "rv_6h_vs_p90_168h of the largest coin that hour (by market cap, else by quote volume)."
+    ),
     "ret_zscore_24h": "Last hour's return divided by the realized volatility of the 24 hours before it.",
-    "ret_robust_z_168h": "Last hour's return over 1.4826 x the median absolute hourly return of the 168 hours before it.",
+    "ret_robust_z_168h": (
+        "Last hour's return over 1.4826 x the median absolute hourly return of the 168 hours before it."
+    ),
     "max_abs_ret_zscore_6h": "Largest |ret_zscore_24h| in the last 6 hours.",
-    "reversal_1h": "-(this hour's return x the previous hour's) over the squared 24h volatility before: large after a jump that reverts.",
+    "reversal_1h": (
+        "-(this hour's return x the previous hour's) over the squared 24h volatility before: large after "
+        "a jump that reverts."
+    ),
     "unchanged_price_6h": "Hours among the last 6 whose price equals the hour before (a stale feed repeats it).",
     "rsi_14": "RSI over 14 hourly changes, with simple averages (Cutler), 0-100.",
     "macd_line": "MACD(12, 26) line divided by price: (EMA12 - EMA26) / price.",
@@ -58,12 +76,16 @@ FEATURES: dict[str, str] = {
     "roc_12h": "Rate of change over 12 hours, in percent.",
     "volume_zscore_24h": "ln(1 + volume) against the mean and deviation of the 24 hours before it.",
     "volume_zscore_168h": "ln(1 + volume) against the mean and deviation of the 168 hours before it.",
-    "volume_vs_median_168h": "ln(1 + volume) minus its median over the 168 hours before (log ratio to the typical hour).",
+    "volume_vs_median_168h": (
+        "ln(1 + volume) minus its median over the 168 hours before (log ratio to the typical hour)."
+    ),
     "volume_without_move": "volume_zscore_24h minus |ret_zscore_24h|: volume that did not move the price.",
     "unchanged_volume_6h": "Hours among the last 6 whose volume equals the hour before (a stale feed repeats it).",
     "market_volume_zscore_24h": "Mean of volume_zscore_24h across coins that hour (market-wide volume surprise).",
     "volume_zscore_vs_market": "volume_zscore_24h minus the market's: volume surprise of this coin alone.",
-    "volume_vs_24h_ago": "ln(1 + volume) minus its value 24 hours before (the same hour of day: no intraday seasonality).",
+    "volume_vs_24h_ago": (
+        "ln(1 + volume) minus its value 24 hours before (the same hour of day: no intraday seasonality)."
+    ),
     "market_volume_vs_24h_ago": "Mean of volume_vs_24h_ago across coins that hour (market-wide volume build-up).",
     "hl_range": "High minus low over price, where the source reports high and low.",
     "hl_range_vs_median_168h": "hl_range over its median in the 168 hours before.",

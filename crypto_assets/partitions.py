@@ -19,7 +19,10 @@ import dagster as dg
 
 from crypto_assets.settings import DAY_FMT, read_settings
 
-__all__ = ["DAY_FMT", "daily_data_partitions", "daily_partitions", "current_hour", "observed_window"]
+__all__ = ["DAY", "DAY_FMT", "daily_data_partitions", "daily_partitions", "current_hour", "observed_window"]
+
+# The daily partition key of a row's partition_hour, in SQL: per-day facts are GROUP BY this.
+DAY = "strftime(partition_hour, '%Y-%m-%d')"
 
 _START = read_settings().partitions_start
 daily_data_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC", end_offset=1)

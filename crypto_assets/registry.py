@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import re
 import uuid
@@ -25,6 +26,8 @@ import duckdb
 
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.warehouse import transaction
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 MODEL, BASELINE = "model", "baseline"  # what a version is: a trained candidate, or a baseline
@@ -92,7 +95,8 @@ class ModelVersion:
         return self.kind == BASELINE
 
     def recipe(self) -> tuple[str, str, str]:
-        """What the version is made from, apart from data: params, features and feature spec. Same recipe, same walk-forward scores."""
+        """What the version is made from, apart from data: params, features and feature spec. Same recipe, same "
+        "walk-forward scores."""
         return (json.dumps(self.params, sort_keys=True), json.dumps(self.features), self.feature_spec_version)
 
 
@@ -138,11 +142,14 @@ def register_version(
     run_id: str | None,
     kind: str = MODEL,
     write_evidence: Callable[[str], None] | None = None,
-) -> ModelVersion:
-    """Append a new version of ``model_name`` with its lineage; its id is the next ``vN``.
+) -> tuple[ModelVersion, bool]:
+    """The version of ``model_name`` made from these inputs: the existing one, or a new ``vN``; and whether it is new.
 
+    A version is identified by what it was made from: kind, split, recipe (params, features, feature
+    spec), evaluation window and the sha256 of its training frame. Training is deterministic, so
+    the same inputs are the same version: a re-run registers nothing new.
     ``write_evidence(version_id)`` writes rows that belong with the version (its walk-forward
-    scores) in the same transaction: a version is never registered without them.
+    scores, replacing earlier ones) in the same transaction: a version never exists without them.
     """
     artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     values = {
@@ -167,19 +174,36 @@ def register_version(
         "created_at": utc_naive(datetime.now(UTC)),
         "kind": kind,
     }
+    identity = ("model_name", "kind", "split_id", "params", "features", "feature_spec_version",
+                "training_frame_sha256", "evaluation_start", "evaluation_end")  # fmt: skip
     with transaction(conn):
-        number = conn.execute(
-            "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?",
-            [model_name],
-        ).fetchone()[0]
-        values.update(version_id=f"v{number}", version_number=number)
-        conn.execute(
-            f"INSERT INTO registry.model_versions ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-            list(values.values()),
-        )
+        existing = conn.execute(
+            "SELECT version_number, artifact_sha256 FROM registry.model_versions WHERE "
+            + " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in identity)
+            + " ORDER BY version_number LIMIT 1",
+            [values[c] for c in identity],
+        ).fetchone()
+        if existing is not None:
+            number, stored_sha = existing
+            if stored_sha != values["artifact_sha256"]:
+                log.warning(
+                    "%s v%s: refitting on the same inputs gave other bytes (sha256 %s, registered %s); "
+                    "the registered artifact is kept",
+                    model_name, number, values["artifact_sha256"][:12], stored_sha[:12],
+                )  # fmt: skip
+        else:
+            number = conn.execute(
+                "SELECT coalesce(max(version_number), 0) + 1 FROM registry.model_versions WHERE model_name = ?",
+                [model_name],
+            ).fetchone()[0]
+            values.update(version_id=f"v{number}", version_number=number)
+            conn.execute(
+                f"INSERT INTO registry.model_versions ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+                list(values.values()),
+            )
         if write_evidence is not None:
             write_evidence(f"v{number}")
-    return resolve(conn, model_name, f"v{number}")
+    return resolve(conn, model_name, f"v{number}"), existing is None
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) -> ModelVersion:
@@ -187,7 +211,8 @@ def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) ->
     match = _SPECIFIER.match(specifier.strip()) if isinstance(specifier, str) else None
     if not match:
         raise RegistryError(
-            f"version specifier {specifier!r} is not valid: use 'champion', 'latest', 'latest-N' or a version id like 'v3'"
+            f"version specifier {specifier!r} is not valid: use 'champion', 'latest', 'latest-N' or a version id "
+            "like 'v3'"
         )
     count = conn.execute("SELECT count(*) FROM registry.model_versions WHERE model_name = ?", [model_name]).fetchone()[
         0
@@ -197,7 +222,8 @@ def resolve(conn: duckdb.DuckDBPyConnection, model_name: str, specifier: str) ->
     spec = match.group(1)
     if spec == CHAMPION:
         row = conn.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions v JOIN registry.aliases a USING (model_name, version_id) "
+            f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions v JOIN registry.aliases a USING (model_name, "
+            "version_id) "
             "WHERE a.model_name = ? AND a.alias = ?",
             [model_name, CHAMPION],
         ).fetchone()
@@ -249,6 +275,16 @@ def verify_artifact(conn: duckdb.DuckDBPyConnection, version: ModelVersion) -> b
     return sha256(bytes(artifact)) == recorded == version.artifact_sha256
 
 
+def latest_model(conn: duckdb.DuckDBPyConnection, model_name: str) -> ModelVersion | None:
+    """The newest trained candidate (never a baseline), or None."""
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM registry.model_versions WHERE model_name = ? AND kind = ? "
+        "ORDER BY version_number DESC LIMIT 1",
+        [model_name, MODEL],
+    ).fetchone()
+    return _row_to_version(row) if row else None
+
+
 def champion(conn: duckdb.DuckDBPyConnection, model_name: str) -> ModelVersion | None:
     try:
         return resolve(conn, model_name, CHAMPION)
@@ -267,11 +303,13 @@ def record_decision(
     reason: str,
     gate_results: dict | None,
     run_id: str | None,
+    candidate_version: str | None = None,
 ) -> dict:
-    """Record one champion decision; for 'promoted' and 'rolled_back', move the alias too.
+    """Record one champion decision; for 'promoted' and 'rolled_back', move the alias to ``to_version`` too.
 
-    Alias and event change in one transaction, and only if the champion is still
-    ``expected_from`` (compare-and-set), so two promotions can never interleave.
+    ``candidate_version`` is the version decided about (for a refusal, the refused candidate; by
+    default ``to_version``). Alias and event change in one transaction, and only if the champion
+    is still ``expected_from`` (compare-and-set), so two promotions can never interleave.
     """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
@@ -291,6 +329,7 @@ def record_decision(
         "gate_results": json.dumps(gate_results or {}, sort_keys=True),
         "run_id": run_id,
         "created_at": now,
+        "candidate_version": candidate_version or to_version,
     }
     with transaction(conn):
         current = conn.execute(
@@ -299,13 +338,15 @@ def record_decision(
         current = current[0] if current else None
         if current != expected_from:
             raise PromotionConflict(
-                f"{model_name}: champion is {current or 'none'}, expected {expected_from or 'none'}; another promotion won the race"
+                f"{model_name}: champion is {current or 'none'}, expected {expected_from or 'none'}; another "
+                "promotion won the race"
             )
         if outcome != "refused":
             conn.execute(
                 """
                 INSERT INTO registry.aliases (model_name, alias, version_id, updated_at) VALUES (?, ?, ?, ?)
-                ON CONFLICT (model_name, alias) DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at
+                ON CONFLICT (model_name, alias)
+                DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at
                 """,
                 [model_name, CHAMPION, to_version, now],
             )
@@ -323,4 +364,4 @@ def promotion_events(conn: duckdb.DuckDBPyConnection, model_name: str) -> list[d
         "SELECT * FROM registry.promotion_events WHERE model_name = ? ORDER BY created_at, event_id", [model_name]
     )
     columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

@@ -5,7 +5,8 @@
 - ``warehouse``: the DuckDB file (``crypto_assets/warehouse.py``);
 - ``market_source``: one of ``crypto_assets.market.sources.SOURCES`` (synthetic offline by default,
   live CoinGecko for prod, or replayed files);
-- ``drift_reports``: where the Evidently reports are written, and the http address that serves them;
+- ``reports``: the folder of the reports people open from the UI (Evidently drift reports,
+  evaluation charts), and the http address that serves it;
 - ``alert_webhook``: where failed runs are posted, if anywhere.
 """
 
@@ -23,27 +24,27 @@ from crypto_assets.settings import ALERT_WEBHOOK_ENV, Settings, SettingsError, r
 from crypto_assets.warehouse import Warehouse
 
 
-class DriftReports(dg.ConfigurableResource):
-    """The folder drift reports are written to, and the http address serving it (for one-click links in the UI)."""
+class Reports(dg.ConfigurableResource):
+    """The folder of the reports people open from the UI, and the http address serving it (one-click links)."""
 
-    folder: str = Field(description="Absolute folder of the HTML reports.")
+    folder: str = Field(description="Absolute folder of the HTML and SVG reports.")
     base_url: str | None = Field(
         default=None, description="http(s) address serving the folder (python -m crypto_assets.report_server)."
     )
 
-    def path(self, split_id: str, comparison: str) -> Path:
-        """``feature_drift_<split_id>_<comparison>.html``, anything but letters, digits, '.', '-' and '_' replaced."""
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{split_id}_{comparison}")
-        return Path(self.folder) / f"feature_drift_{safe}.html"
+    def path(self, kind: str, *parts: str, suffix: str = ".html") -> Path:
+        """``<kind>_<part>_<part>…<suffix>``, anything but letters, digits, '.', '-' and '_' replaced."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join((kind, *parts)))
+        return Path(self.folder) / f"{safe}{suffix}"
 
     def url(self, path: Path) -> str | None:
         return f"{self.base_url.rstrip('/')}/{path.name}" if self.base_url else None
 
-    def save_html(self, snapshot, path: Path) -> None:
-        """Write an Evidently snapshot's HTML report atomically (a reader never sees half a file)."""
+    def write(self, path: Path, write_to) -> None:
+        """Write a report atomically (a reader never sees half a file): ``write_to(temporary path)`` then rename."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        snapshot.save_html(str(tmp))
+        write_to(tmp)
         os.replace(tmp, path)
 
 
@@ -69,7 +70,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     return {
         "warehouse": Warehouse(database=settings.duckdb_path),
         "market_source": source.from_settings(settings),
-        "drift_reports": DriftReports(folder=str(settings.reports_dir), base_url=settings.reports_url),
+        "reports": Reports(folder=str(settings.reports_dir), base_url=settings.reports_url),
         # EnvVar: Dagster resolves the URL at run time and shows the variable's name, never its value.
         "alert_webhook": AlertWebhook(url=dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_set else None),
     }

@@ -26,7 +26,7 @@ from crypto_assets.assets.promotion import CHAMPION_KEY, gate_results_for_run
 from crypto_assets.jobs import champion_gate_job, daily_training_job
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.resources import AlertWebhook
-from crypto_assets.run_tags import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from crypto_assets.run_tags import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, RUN_KEY_TAG
 from crypto_assets.settings import read_settings
 
 TRIGGER_TAG = "crypto_assets/trigger"
@@ -55,7 +55,8 @@ class DriftCursor:
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(
-                f"drift_retraining_sensor cursor is not valid JSON with last_storage_id / last_request_ts: {raw!r} ({exc}); "
+                f"drift_retraining_sensor cursor is not valid JSON with last_storage_id / last_request_ts: {raw!r} "
+                f"({exc}); "
                 "reset it in the UI"
             ) from None
 
@@ -111,7 +112,9 @@ def evaluate_drift(
     )
     if not isinstance(detected, bool) or not isinstance(share, (int, float)):
         return dg.SensorResult(
-            skip_reason=f"Latest feature_drift materialization ({day}) has no {DRIFT_DETECTED_METADATA_KEY!r} metadata.",
+            skip_reason=(
+                f"Latest feature_drift materialization ({day}) has no {DRIFT_DETECTED_METADATA_KEY!r} metadata."
+            ),
             cursor=consumed.dumps(),
         )
     if not detected:
@@ -172,16 +175,10 @@ def promotion_run_requests(
     """
     requests: list[dg.RunRequest] = []
     cursor = dict(cursor)
-    # (model, evaluation run) pairs already decided (by this sensor, or by the quickstart running the
-    # same job). Per model: one training run evaluates both models, and deciding one is not the other.
-    decided = {
-        (
-            r.asset_materialization.metadata["model_name"].value,
-            r.asset_materialization.metadata["evaluation_run_id"].value,
-        )
-        for r in instance.fetch_materializations(CHAMPION_KEY, limit=200).records
-        if {"model_name", "evaluation_run_id"} <= set(r.asset_materialization.metadata)
-    }
+    # Evaluations already decided: a champion_gate_job run with the run key exists (launched by this
+    # sensor's daemon, or by the quickstart as the daemon would). Per model: one training run
+    # evaluates both models, and deciding one is not deciding the other.
+    decided = {run.tags.get(RUN_KEY_TAG) for run in instance.get_runs(dg.RunsFilter(tags={TRIGGER_TAG: "sensor"}))}
     for family in MODEL_FAMILIES:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=evaluation_key(family), after_storage_id=cursor.get(family.name)),
@@ -194,11 +191,12 @@ def promotion_run_requests(
                 break
             split_id = record.partition_key
             cursor[family.name] = record.storage_id
-            if (family.name, record.run_id) in decided:
+            run_key = f"{family.name}:{record.run_id}:{split_id}"
+            if run_key in decided:
                 continue
             requests.append(
                 dg.RunRequest(
-                    run_key=f"{family.name}:{record.run_id}:{split_id}",
+                    run_key=run_key,
                     job_name=champion_gate_job.name,
                     run_config={
                         "ops": {
@@ -223,7 +221,9 @@ def promotion_run_requests(
     jobs=[champion_gate_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After each model evaluation, apply its gate check results to the champion (promote or record the refusal).",
+    description=(
+        "After each model evaluation, apply its gate check results to the champion (promote or record the refusal)."
+    ),
 )
 def champion_promotion_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """One champion_gate_job run per evaluation whose gate checks have all been evaluated."""

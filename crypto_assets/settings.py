@@ -32,6 +32,8 @@ DEFAULT_SOURCE = {"local": "synthetic", "prod": "coingecko"}
 DEFAULT_DUCKDB_PATH = ".local/crypto_assets.duckdb"
 DEFAULT_CSV_PATHS = ("../shared/data/market",)
 DEFAULT_PARTITIONS_START = "2026-01-01"
+# Written by the quickstart: its first day, so the partition bar begins where its data begins.
+PARTITIONS_START_FILE = Path(".local/partitions_start")
 DEFAULT_REPORTS_DIR = ".local/reports"
 DEFAULT_DRIFT_COOLDOWN_HOURS = 6.0
 DAY_FMT = "%Y-%m-%d"
@@ -68,11 +70,17 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     deployment = get(DEPLOYMENT_ENV) or "local"
     if deployment not in DEPLOYMENTS:
         raise SettingsError(f"{DEPLOYMENT_ENV} must be one of {', '.join(DEPLOYMENTS)}; got {deployment!r}")
-    start = get(PARTITIONS_START_ENV) or DEFAULT_PARTITIONS_START
+    remembered = PARTITIONS_START_FILE.read_text().strip() if PARTITIONS_START_FILE.is_file() else None
+    start = get(PARTITIONS_START_ENV) or remembered or DEFAULT_PARTITIONS_START
     try:
         datetime.strptime(start, DAY_FMT)
     except ValueError:
-        raise SettingsError(f"{PARTITIONS_START_ENV} must be a date YYYY-MM-DD, got {start!r}") from None
+        where = (
+            PARTITIONS_START_ENV
+            if get(PARTITIONS_START_ENV)
+            else f"{PARTITIONS_START_FILE} (written by the quickstart)"
+        )
+        raise SettingsError(f"{where} must hold a date YYYY-MM-DD, got {start!r}") from None
     reports_url = get(REPORTS_URL_ENV)
     if reports_url and not reports_url.startswith(("http://", "https://")):
         raise SettingsError(f"{REPORTS_URL_ENV} must be an http(s) URL, got {reports_url!r}")

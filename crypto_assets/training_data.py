@@ -65,7 +65,9 @@ class Split:
         ).fetchone()
         if row is None:
             raise dg.Failure(
-                description=f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first"
+                description=(
+                    f"no split {split_id!r} in ml.split_summaries: materialize training_splits for {split_id} first"
+                )
             )
         start, end, embargo, excluded, params = row
         return cls(split_id, start, end, int(embargo), json.loads(excluded or "[]"), json.loads(params or "{}"))

@@ -64,10 +64,12 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
     2: (
         "prediction outcomes for every model judged against a label: serving.prediction_outcomes is derived "
         "data and is dropped (re-materialize prediction_outcomes); model versions say whether they are a model "
-        "or a baseline serving as champion of last resort (existing versions: model).",
+        "or a baseline serving as champion of last resort (existing versions: model); promotion events name "
+        "the version each decision was about.",
         [
             "DROP TABLE IF EXISTS serving.prediction_outcomes",
             "ALTER TABLE IF EXISTS registry.model_versions ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'model'",
+            "ALTER TABLE IF EXISTS registry.promotion_events ADD COLUMN IF NOT EXISTS candidate_version VARCHAR",
         ],
     ),
 }

@@ -6,10 +6,13 @@ import os
 import uuid
 from pathlib import Path
 
-import dagster as dg
-import pytest
+# Tests run on partitions from a fixed start, whatever a local quickstart remembered (.local/partitions_start).
+os.environ["CRYPTO_ASSETS_PARTITIONS_START"] = "2026-01-01"
 
-from crypto_assets.warehouse import Warehouse
+import dagster as dg  # noqa: E402
+import pytest  # noqa: E402
+
+from crypto_assets.warehouse import Warehouse  # noqa: E402
 
 SHARED_MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 
@@ -23,6 +26,15 @@ def warehouse(tmp_path: Path) -> Warehouse:
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as inst:
         yield inst
+
+
+def resources_for(warehouse: Warehouse, **more) -> dict:
+    """The resources assets read, for a test warehouse: reports go to a temporary folder."""
+    import tempfile
+
+    from crypto_assets.resources import Reports
+
+    return {"warehouse": warehouse, "reports": Reports(folder=tempfile.mkdtemp(prefix="reports-")), **more}
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:

@@ -100,10 +100,12 @@ class DagsterServer:
         return self.root / "warehouse.duckdb"
 
     def training_days(self) -> set[str]:
-        """The day the quickstart's daily_training_job ran for: "yesterday" while it ran (two days
-        only if it ran across midnight UTC)."""
+        """The day the quickstart's daily_training_job ran for: the day before yesterday while it ran
+        (two days only if it ran across midnight UTC)."""
+        from crypto_assets.quickstart import split_day
+
         assert self.populated is not None, "the instance was not populated"
-        return {yesterday(t) for t in self.populated}
+        return {split_day(t) for t in self.populated}
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
         """POST a GraphQL query to the server; return ``data`` or raise with the errors."""

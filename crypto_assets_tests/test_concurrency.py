@@ -251,6 +251,12 @@ def test_a_run_killed_mid_write_keeps_the_old_partition_and_the_rerun_succeeds(i
 
 def test_range_tags_are_what_dagster_reads():
     """The one tag pair without a public constant (crypto_assets/run_tags.py): an upgrade that renames it fails here."""
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage import tags
 
-    assert partition_range_tags("a", "b") == {ASSET_PARTITION_RANGE_START_TAG: "a", ASSET_PARTITION_RANGE_END_TAG: "b"}
+    from crypto_assets import run_tags
+
+    assert partition_range_tags("a", "b") == {
+        tags.ASSET_PARTITION_RANGE_START_TAG: "a",
+        tags.ASSET_PARTITION_RANGE_END_TAG: "b",
+    }
+    assert (run_tags.SENSOR_NAME_TAG, run_tags.RUN_KEY_TAG) == (tags.SENSOR_NAME_TAG, tags.RUN_KEY_TAG)

@@ -18,7 +18,7 @@ from crypto_assets.assets import drift, features, ingestion
 from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
 from crypto_assets.market.sources import SyntheticMarket
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.resources import DriftReports, build_resources
+from crypto_assets.resources import Reports, build_resources
 from crypto_assets.sensors import TRIGGER_TAG, drift_retraining_sensor
 from crypto_assets.settings import DRIFT_COOLDOWN_ENV, REPORTS_DIR_ENV, REPORTS_URL_ENV, SettingsError, read_settings
 from crypto_assets.warehouse import Warehouse
@@ -59,7 +59,7 @@ def materialize_drift(warehouse, instance, day=DAY, tags=None, **config):
         [drift.feature_drift],
         instance=instance,
         partition_key=day,
-        resources={"warehouse": warehouse, "drift_reports": build_resources()["drift_reports"]},
+        resources={"warehouse": warehouse, "reports": build_resources()["reports"]},
         run_config=dg.RunConfig(ops={"feature_drift": drift.DriftConfig(**config)}),
         tags=tags,
         raise_on_error=False,
@@ -119,8 +119,14 @@ def test_a_quiet_day_raises_no_alarm_and_records_both_windows(market, instance, 
     assert sorted(rows["feature"]) == sorted(DRIFT_FEATURES) and (rows["stattest"] == "wasserstein").all()
     report = reports / f"feature_drift_{DAY}_recent_vs_reference.html"
     assert report.is_file() and metadata["report"].value == str(report.resolve())
-    # the drifted-feature table is in the metadata, every feature with its score and threshold
-    assert metadata["drifted"].value.count("\n") >= len(DRIFT_FEATURES)
+    # every feature with its score and threshold is in a table; "drifted" lists only the features that drifted
+    assert sorted(r.data["feature"] for r in metadata["features"].value.records) == sorted(DRIFT_FEATURES)
+    drifted = [r.data["feature"] for r in metadata["features"].value.records if r.data["drifted"]]
+    assert all(name in metadata["drifted"].value for name in drifted)
+    assert metadata["drifted_features"].value == len(drifted)
+    assert not any(f"| {name} " in metadata["drifted"].value for name in set(DRIFT_FEATURES) - set(drifted))
+    # the report names both windows and the project's rule
+    assert "against reference 2026-03-03 00:00 .. 2026-03-17 00:00 UTC" in report.read_text()
 
 
 def test_a_frozen_feed_is_drift_and_a_rerun_replaces_the_rows(market, instance):
@@ -145,7 +151,7 @@ def test_a_frozen_feed_is_drift_and_a_rerun_replaces_the_rows(market, instance):
 
 def test_a_champion_is_compared_on_the_rows_it_was_trained_on(market, instance):
     with market.connect() as conn:
-        version = registry.register_version(
+        version, _ = registry.register_version(
             conn,
             model_name="volatility_model",
             model={"stub": True},
@@ -257,7 +263,7 @@ def test_drift_config_and_report_names():
         with pytest.raises(pydantic.ValidationError):
             drift.DriftConfig(**bad)
     assert (
-        DriftReports(folder="/reports").path("2026-03-10", "recent_vs_champion_training:m/1").name
+        Reports(folder="/reports").path("feature_drift", "2026-03-10", "recent_vs_champion_training:m/1").name
         == "feature_drift_2026-03-10_recent_vs_champion_training_m_1.html"
     )
 

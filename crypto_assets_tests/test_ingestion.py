@@ -155,24 +155,42 @@ def test_checks_pass_on_good_data(warehouse):
             ingestion.check_unique(conn, *WINDOW),
             ingestion.check_within_partition(conn, *WINDOW),
             ingestion.check_coverage(conn, *WINDOW, ["bitcoin", "ethereum"]),
-            ingestion.check_freshness(conn, *WINDOW, live=True, now=T0 + timedelta(hours=1, minutes=5)),
+            ingestion.check_freshness(conn, *WINDOW, now=T0 + timedelta(hours=1, minutes=5)),
         ]
     assert [r.passed for r in results] == [True] * 6
 
 
+def _failed_days(result) -> list[str]:
+    assert result.metadata["days_failed"].value == len(result.metadata["failed_days"].value.records)
+    return [r.data["day"] for r in result.metadata["failed_days"].value.records]
+
+
 @pytest.mark.parametrize("price", [0.0, -3.0, None, float("nan")])
-def test_price_check_fails_on_bad_prices(warehouse, price):
+def test_price_check_fails_on_bad_prices_naming_the_day(warehouse, price):
     rows = _good_rows()
     rows.loc[1, "price"] = price
     _write(warehouse, rows)
     result = _result(ingestion.check_prices, warehouse, *WINDOW)
-    assert not result.passed and result.metadata["bad_prices"].value == 1
+    assert not result.passed and _failed_days(result) == ["2026-03-01"]
+    assert result.metadata["failed_days"].value.records[0].data["bad prices"] == 1
+
+
+def test_a_check_over_many_days_names_only_the_days_that_failed(warehouse):
+    later = T0 + timedelta(days=2)
+    bad = _good_rows(hour=later)
+    bad.loc[0, "price"] = -1.0
+    _write(
+        warehouse, pd.concat([_good_rows(), _good_rows(hour=T0 + timedelta(days=1)), bad]), end=T0 + timedelta(days=3)
+    )
+    result = _result(ingestion.check_prices, warehouse, T0, T0 + timedelta(days=3))
+    assert not result.passed and _failed_days(result) == ["2026-03-03"]
+    assert result.metadata["days_checked"].value == 3 and "1 of 3 day(s): 2026-03-03" in result.description
 
 
 def test_unique_check_fails_on_duplicate_coin_hour(warehouse):
     _write(warehouse, pd.concat([_good_rows(), _good_rows(("bitcoin",))]))
     result = _result(ingestion.check_unique, warehouse, *WINDOW)
-    assert not result.passed and result.metadata["duplicated_keys"].value == 1
+    assert not result.passed and _failed_days(result) == ["2026-03-01"]
 
 
 def test_window_check_fails_when_observed_at_leaves_its_hour(warehouse):
@@ -180,7 +198,7 @@ def test_window_check_fails_when_observed_at_leaves_its_hour(warehouse):
     rows.loc[0, "observed_at"] = (T0 + timedelta(minutes=75)).replace(tzinfo=None)
     _write(warehouse, rows)
     result = _result(ingestion.check_within_partition, warehouse, *WINDOW)
-    assert not result.passed and result.metadata["rows_outside_partition"].value == 1
+    assert not result.passed and _failed_days(result) == ["2026-03-01"]
 
 
 def test_coverage_check_warns_about_missing_coins(warehouse):
@@ -188,18 +206,54 @@ def test_coverage_check_warns_about_missing_coins(warehouse):
     result = _result(ingestion.check_coverage, warehouse, *WINDOW, ["bitcoin", "ethereum", "solana"])
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
-    assert result.metadata["coins_with_gaps"].value == 2
+    [day] = result.metadata["days"].value.records
+    assert day.data["coins_with_gaps"] == 2 and day.data["missing_coin_hours"] == 2
     assert result.metadata["coverage"].value == pytest.approx(1 / 3)
 
 
-def test_freshness_check_fails_for_a_stale_live_source_only(warehouse):
+def test_freshness_check_fails_for_a_stale_live_source(warehouse):
     _write(warehouse, _good_rows(hour=T0))
     later = (T0 + timedelta(hours=3), T0 + timedelta(hours=4))
     now = later[1] + timedelta(minutes=5)
     with warehouse.connect() as conn:
-        assert not ingestion.check_freshness(conn, *later, live=True, now=now).passed
-        not_live = ingestion.check_freshness(conn, *later, live=False, now=now)
-    assert not_live.passed and not not_live.metadata["applicable"].value
+        assert not ingestion.check_freshness(conn, *later, now=now).passed
+        assert ingestion.check_freshness(conn, *later, now=now + timedelta(days=1)) is None  # history: nothing to say
+
+
+def test_freshness_is_checked_only_where_the_source_is_live():
+    from crypto_assets.definitions import defs
+
+    checks = {k.name for k in defs.resolve_assets_def(ingestion.SNAPSHOTS).check_keys}
+    assert ingestion.FRESHNESS_CHECK not in checks  # the default deployment replays a synthetic market
+    source = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from crypto_assets.assets import ingestion as i; print([s.name for s in i._CHECK_SPECS])",
+        ],
+        env={**__import__("os").environ, "CRYPTO_ASSETS_SOURCE": "coingecko"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ingestion.FRESHNESS_CHECK in source.stdout
+
+
+def test_each_partition_of_a_backfill_carries_its_own_facts(warehouse, instance):
+    result = materialize(warehouse, instance, tags=range_tags("2026-03-01", "2026-03-03"))
+    assert result.success
+    stored = warehouse.query(
+        "SELECT strftime(partition_hour, '%Y-%m-%d') AS day, count(*) AS n, count(DISTINCT partition_hour) AS hours "
+        "FROM raw.market_snapshots GROUP BY day ORDER BY day"
+    )
+    for asset, rows_of in ((ingestion.SNAPSHOTS, dict(zip(stored["day"], stored["n"], strict=True))),):
+        events = {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
+                  if e.asset_key == asset}  # fmt: skip
+        assert set(events) == set(rows_of)
+        for day, metadata in events.items():
+            assert metadata["dagster/row_count"].value == rows_of[day] == 24 * 20
+            assert metadata["hours"].value == 24 and metadata["run/rows"].value == 3 * 24 * 20
+            assert day in metadata["latest_hour"].value
 
 
 def test_schema_check_fails_on_a_changed_table(warehouse):

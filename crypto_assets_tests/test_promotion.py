@@ -13,7 +13,10 @@ from crypto_assets.assets import candidates, evaluations, promotion, serving
 from crypto_assets.ml.families import FAMILIES_BY_NAME
 from crypto_assets.ml.gates import BASELINE_GATE, CHAMPION_GATE
 from crypto_assets.ml.walk_forward import frame_sha256
+from crypto_assets.run_tags import RUN_KEY_TAG
 from crypto_assets.sensors import promotion_run_requests
+
+from .conftest import resources_for
 
 DAY = "2026-03-14"
 QUICK = {"anomaly_detector": {"train_days": 7}, "volatility_model": {"train_days": 7, "n_estimators": 40}}
@@ -37,27 +40,45 @@ def train_and_evaluate(warehouse, instance, name="anomaly_detector", day=DAY, ca
         _assets(name),
         instance=instance,
         partition_key=day,
-        resources={"warehouse": warehouse},
+        resources=resources_for(warehouse),
         run_config={"ops": ops},
         raise_on_error=False,
     )
 
 
-def champion_run(warehouse, instance, **config):
+def champion_run(warehouse, instance, tags=None, **config):
     return dg.materialize(
         [promotion.model_champions],
         instance=instance,
-        resources={"warehouse": warehouse},
+        resources=resources_for(warehouse),
         run_config={"ops": {"model_champions": {"config": config}}},
+        tags=tags,
         raise_on_error=False,
     )
 
 
 def apply_promotion_requests(warehouse, instance, cursor=None):
-    """What the promotion sensor and the daemon do: request, then run the champion job."""
+    """What the promotion sensor and the daemon do: request, then run the champion job with the request's tags."""
     requests, cursor = promotion_run_requests(instance, cursor or {})
-    results = [champion_run(warehouse, instance, **r.run_config["ops"]["model_champions"]["config"]) for r in requests]
+    results = [
+        champion_run(
+            warehouse,
+            instance,
+            tags={**r.tags, RUN_KEY_TAG: r.run_key},
+            **r.run_config["ops"]["model_champions"]["config"],
+        )
+        for r in requests
+    ]
     return requests, results, cursor
+
+
+def decision_metadata(result) -> dict:
+    """model_champions' metadata of a champion run: a materialization when the champion moved, else an observation."""
+    found = result.asset_materializations_for_node("model_champions")
+    if found:
+        return found[0].metadata
+    [observation] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    return observation.asset_observation_data.asset_observation.metadata
 
 
 def events(warehouse, name="anomaly_detector"):
@@ -75,36 +96,71 @@ def gate_outcomes(result) -> dict[str, str]:
     return {e.check_name: e.metadata["outcome"].value for e in result.get_asset_check_evaluations()}
 
 
-def test_failed_gate_leaves_the_champion_unchanged_and_records_why(prepared_warehouse, instance):
+def test_a_refused_candidate_is_a_decision_not_a_crash_and_a_baseline_serves(prepared_warehouse, instance):
     evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_pr_auc": 0.999})
-    assert not evaluation.success  # the blocking gate stops the run...
+    assert evaluation.success  # a refusal is a normal outcome: the run succeeds...
     outcomes = gate_outcomes(evaluation)
     assert outcomes["meets_metric_floor"] == "failed" and outcomes[BASELINE_GATE] == "passed"
-    # ...but the evaluation is recorded, and promotion reads the gate results themselves.
+    failed = next(e for e in evaluation.get_asset_check_evaluations() if e.check_name == "meets_metric_floor")
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR  # ...and the gate shows as failed
+    metadata = evaluation.asset_materializations_for_node("anomaly_detector_evaluation")[0].metadata
+    assert metadata["decision"].value.startswith("refused: meets_metric_floor (failed)")
     requests, results, _ = apply_promotion_requests(prepared_warehouse, instance)
     assert len(requests) == 1 and results[0].success
-    assert champion_id(prepared_warehouse) is None
-    (event,) = events(prepared_warehouse)
-    assert event["outcome"] == "refused" and event["trigger"] == "sensor"
-    assert f"{'meets_metric_floor'} failed" in event["reason"]
-    assert "90% CI [" in event["reason"]  # the evidence the gates saw travels with the decision
-    assert json.loads(event["gate_results"])["meets_metric_floor"] == "failed"
-    decision = results[0].asset_materializations_for_node("model_champions")[0].metadata
-    assert decision["outcome"].value == "refused" and decision["champion_version"].value == "none"
+    refused, baseline = events(prepared_warehouse)
+    assert (refused["outcome"], refused["candidate_version"], refused["trigger"]) == ("refused", "v1", "sensor")
+    assert "meets_metric_floor failed" in refused["reason"]
+    assert "90% CI [" in refused["reason"]  # the evidence the gates saw travels with the decision
+    assert json.loads(refused["gate_results"])["meets_metric_floor"] == "failed"
+    # Nothing served yet, so the strongest baseline on the same evidence becomes champion of last resort.
+    assert (baseline["outcome"], baseline["from_version"], baseline["to_version"]) == ("promoted", None, "v2")
+    assert "champion of last resort" in baseline["reason"] and "zscore" in baseline["reason"]
+    with prepared_warehouse.connect() as conn:
+        champion = registry.champion(conn, "anomaly_detector")
+        model = registry.load_artifact(conn, champion)
+        refused_candidate = registry.resolve(conn, "anomaly_detector", "v1")
+    assert champion.is_baseline and champion.params == {"baseline": "zscore"} and champion.split_id == DAY
+    # fitted on exactly the rows the refused candidate was refit on
+    assert champion.lineage.train_start == refused_candidate.lineage.train_start
+    assert champion.lineage.train_rows == refused_candidate.lineage.train_rows
+    assert model.features == ["ret_zscore_24h", "volume_zscore_24h"] and model.threshold > 0
+    decision = decision_metadata(results[0])
+    assert "baseline zscore (v2) serves meanwhile" in decision["decision"].value
+    assert decision["champion/anomaly_detector"].value.startswith("v2 (baseline (zscore))")
+    # It serves like any champion.
+    assert _score(prepared_warehouse, instance).success
+    served = prepared_warehouse.query("SELECT DISTINCT role, version_id FROM serving.model_scores ORDER BY role")
+    assert served.values.tolist() == [["champion", "v2"], ["shadow", "v1"]]  # the refused candidate, only in shadow
+
+
+def test_the_same_evaluation_decided_again_records_nothing_new(prepared_warehouse, instance):
+    train_and_evaluate(prepared_warehouse, instance, gates={"min_pr_auc": 0.999})
+    apply_promotion_requests(prepared_warehouse, instance)
+    before = events(prepared_warehouse)
+    # the training run again, same inputs: same version, same refusal, nothing new recorded or promoted
+    train_and_evaluate(prepared_warehouse, instance, gates={"min_pr_auc": 0.999})
+    requests, results, _ = apply_promotion_requests(prepared_warehouse, instance)
+    assert len(requests) == 1 and results[0].success
+    assert events(prepared_warehouse) == before
+    assert "already recorded" in decision_metadata(results[0])["decision"].value
+    assert prepared_warehouse.query("SELECT count(*) AS n FROM registry.model_versions")["n"][0] == 2
+    assert promotion_run_requests(instance, {})[0] == []  # and the sensor does not ask again
 
 
 def test_too_few_positives_refuses_as_inconclusive(prepared_warehouse, instance):
     evaluation = train_and_evaluate(prepared_warehouse, instance, gates={"min_positives": 100_000})
-    assert not evaluation.success
+    assert evaluation.success
     outcomes = gate_outcomes(evaluation)
     assert outcomes[BASELINE_GATE] == "inconclusive" and outcomes["meets_metric_floor"] == "inconclusive"
     check = next(e for e in evaluation.get_asset_check_evaluations() if e.check_name == BASELINE_GATE)
     assert not check.passed and check.description.startswith("INCONCLUSIVE")
     apply_promotion_requests(prepared_warehouse, instance)
-    (event,) = events(prepared_warehouse)
-    assert event["outcome"] == "refused"
-    assert f"{BASELINE_GATE} inconclusive" in event["reason"] and "fewer than the 100000 required" in event["reason"]
-    assert champion_id(prepared_warehouse) is None
+    refused = events(prepared_warehouse)[0]
+    assert refused["outcome"] == "refused"
+    assert (
+        f"{BASELINE_GATE} inconclusive" in refused["reason"] and "fewer than the 100000 required" in refused["reason"]
+    )
+    assert champion_id(prepared_warehouse) == "v2"  # the baseline of last resort, not the refused candidate
 
 
 def test_first_candidate_becomes_champion_on_its_intervals(prepared_warehouse, instance):
@@ -150,16 +206,17 @@ def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehous
     assert better.success, gate_outcomes(better)
     metadata = better.asset_materializations_for_node("anomaly_detector_evaluation")[0].metadata
     assert "its recipe fitted walk-forward on the same days" in metadata["champion_comparison"].value
-    assert metadata["vs_champion_outcome"].value == "passed"
+    champion_row = next(r.data for r in metadata["comparisons"].value.records if r.data["comparator"] == "champion")
+    assert champion_row["outcome"] == "passed" and metadata["gates_failed"].value == "none"
     _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
     assert champion_id(prepared_warehouse) == "v2"
     assert events(prepared_warehouse)[-1]["from_version"] == "v1"
     assert "beats_champion: PR-AUC" in events(prepared_warehouse)[-1]["reason"]
 
-    # The same recipe again: identical out-of-time scores, a difference of exactly zero. Demanding a
-    # gain (margin 0) refuses it; the default margin (not credibly worse) lets the fresher fit serve.
-    same = train_and_evaluate(prepared_warehouse, instance, gates={"champion_margin": 0.0})
-    assert not same.success
+    # The same recipe on another split day: identical out-of-time scores, a difference of exactly zero.
+    # Demanding a gain (margin 0) refuses it; the default margin (not credibly worse) lets it serve.
+    same = train_and_evaluate(prepared_warehouse, instance, day="2026-03-09", gates={"champion_margin": 0.0})
+    assert same.success
     assert gate_outcomes(same)[CHAMPION_GATE] == "failed"
     evidence_row = prepared_warehouse.query(
         "SELECT difference, ci_low, ci_high FROM ml.gate_evidence WHERE gate = ? AND version_id = 'v3'",
@@ -169,10 +226,10 @@ def test_the_champion_is_compared_as_a_recipe_on_the_same_rows(prepared_warehous
     _, _, cursor = apply_promotion_requests(prepared_warehouse, instance, cursor)
     assert champion_id(prepared_warehouse) == "v2" and events(prepared_warehouse)[-1]["outcome"] == "refused"
 
-    fresh = train_and_evaluate(prepared_warehouse, instance)
+    fresh = train_and_evaluate(prepared_warehouse, instance, day="2026-03-09")
     assert fresh.success
     apply_promotion_requests(prepared_warehouse, instance, cursor)
-    assert champion_id(prepared_warehouse) == "v4"
+    assert champion_id(prepared_warehouse) == "v3"  # the same inputs are the same version
 
 
 def test_lineage_is_recorded_with_the_version_and_matches_the_split(prepared_warehouse, instance):
@@ -207,11 +264,15 @@ def test_lineage_is_recorded_with_the_version_and_matches_the_split(prepared_war
     candidate_meta = result.asset_materializations_for_node("volatility_model_candidate")[0].metadata
     evaluation_meta = result.asset_materializations_for_node("volatility_model_evaluation")[0].metadata
     for meta in (candidate_meta, evaluation_meta):
-        assert meta["lineage/training_frame_sha256"].value == lineage.training_frame_sha256
-        assert meta["lineage/split_id"].value == DAY
+        assert meta["lineage"].value["training_frame_sha256"] == lineage.training_frame_sha256
+        assert meta["lineage"].value["split_id"] == DAY
     assert "gain_importance" in candidate_meta
-    for key in ("candidate_pr_auc", "persistence_pr_auc", "har_pr_auc", "candidate_brier", "vs_har_difference"):
+    assert "the refit" in candidate_meta["registered_model_trained_on"].value
+    for key in ("candidate_pr_auc", "persistence_pr_auc", "har_pr_auc", "vs_har_ci_low", "vs_har_ci_high"):
         assert isinstance(evaluation_meta[key].value, float), key
+    assert isinstance(evaluation_meta["metrics"].value["candidate"]["brier"], float)
+    by_day = evaluation_meta["walk_forward_by_day"].value.records
+    assert len(by_day) == 7 and {"candidate", "persistence", "har"} <= set(by_day[0].data)
 
 
 def test_manual_promotion_and_rollback(prepared_warehouse, instance):
@@ -235,8 +296,14 @@ def test_manual_promotion_and_rollback(prepared_warehouse, instance):
         ("rollback", "v2", "v1"),
     ]
     metadata = rollback.asset_materializations_for_node("model_champions")[0].metadata
-    assert metadata["from_version"].value == "v2" and metadata["to_version"].value == "v1"
+    assert metadata["outcome"].value == "rolled_back" and metadata["champion/anomaly_detector"].value.startswith("v1 ")
     assert metadata["reason"].value == "v2 misbehaves in production"
+    [newest] = metadata["decisions"].value.records[:1]
+    assert (newest.data["outcome"], newest.data["from_version"], newest.data["to_version"]) == (
+        "rolled_back",
+        "v2",
+        "v1",
+    )
 
     for bad, message in [
         ({**promote, "version": "v2", "reason": ""}, "needs a reason"),
@@ -268,7 +335,7 @@ def test_a_tampered_artifact_cannot_become_champion(prepared_warehouse, instance
 def _score(warehouse, instance, name="anomaly_detector", day=DAY):
     asset = next(a for a in serving.scoring_assets if a.key == serving.score_key(FAMILIES_BY_NAME[name]))
     return dg.materialize(
-        [asset], instance=instance, partition_key=day, resources={"warehouse": warehouse}, raise_on_error=False
+        [asset], instance=instance, partition_key=day, resources=resources_for(warehouse), raise_on_error=False
     )
 
 
@@ -303,7 +370,8 @@ def test_the_champion_serves_and_the_latest_candidate_scores_beside_it_in_shadow
     )
     pd.testing.assert_frame_equal(first, again)
 
-    # promoted, the shadow serves; the old champion's rows stay as they were (what it said, when)
+    # v1's rows were not live (scored long after their hours): promoted, v2 re-scores them, and with no
+    # other candidate left there is no shadow. One row per role, coin and hour, never two answers.
     champion_run(
         prepared_warehouse,
         instance,
@@ -313,22 +381,44 @@ def test_the_champion_serves_and_the_latest_candidate_scores_beside_it_in_shadow
         reason="shadow did well",
     )
     assert _score(prepared_warehouse, instance).success
-    assert prepared_warehouse.query(by_role).values.tolist() == [
-        ["champion", "v1", 24 * 20],
-        ["champion", "v2", 24 * 20],
-        ["shadow", "v2", 24 * 20],
-    ]
+    assert prepared_warehouse.query(by_role).values.tolist() == [["champion", "v2", 24 * 20]]
 
 
-def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfilled(prepared_warehouse, instance):
-    train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
-    train_and_evaluate(
-        prepared_warehouse,
-        instance,
-        name="volatility_model",
-        candidate={"train_days": 5, "n_estimators": 30},
-        gates={"min_pr_auc": 0.0},
+def test_rows_that_were_served_live_stay_when_a_new_champion_rescores_the_day(prepared_warehouse, instance):
+    train_and_evaluate(prepared_warehouse, instance, candidate=WEAK_DETECTOR, gates={"min_pr_auc": 0.0})
+    train_and_evaluate(prepared_warehouse, instance)
+    champion_run(
+        prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="x"
     )
+    assert _score(prepared_warehouse, instance).success
+    with prepared_warehouse.connect() as conn:  # as if the hourly schedule had scored the morning in time
+        conn.execute(
+            "UPDATE serving.model_scores SET scored_at = partition_hour + INTERVAL 65 MINUTE "
+            "WHERE extract(hour FROM partition_hour) < 6"
+        )
+    champion_run(
+        prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v2", reason="y"
+    )
+    assert _score(prepared_warehouse, instance).success
+    champions = prepared_warehouse.query(
+        "SELECT version_id, count(*) AS n, count(DISTINCT (coin_id, partition_hour)) AS hours "
+        "FROM serving.model_scores WHERE role = 'champion' GROUP BY ALL ORDER BY version_id"
+    )
+    assert champions.values.tolist() == [["v1", 6 * 20, 6 * 20], ["v2", 18 * 20, 18 * 20]]
+    duplicates = prepared_warehouse.query(
+        "SELECT count(*) AS n FROM (SELECT model_name, role, coin_id, partition_hour FROM serving.model_scores "
+        "GROUP BY ALL HAVING count(*) > 1)"
+    )
+    assert duplicates["n"][0] == 0
+
+
+def test_outcomes_tell_live_out_of_time_and_in_sample_forecasts_apart(prepared_warehouse, instance):
+    # The champion was trained on the split of 2026-03-09: 2026-03-14 is a day it never saw (out of time).
+    # The shadow candidate was trained through 2026-03-14 itself: its forecasts of that day are in-sample.
+    train_and_evaluate(
+        prepared_warehouse, instance, name="volatility_model", day="2026-03-09", gates={"min_pr_auc": 0.0}
+    )
+    train_and_evaluate(prepared_warehouse, instance, name="volatility_model", gates={"min_pr_auc": 0.0})
     champion_run(
         prepared_warehouse, instance, model_name="volatility_model", action="promote", version="v1", reason="test"
     )
@@ -337,22 +427,26 @@ def test_outcomes_join_champion_and_shadow_forecasts_and_tell_live_from_backfill
         [serving.prediction_outcomes],
         instance=instance,
         partition_key=DAY,
-        resources={"warehouse": prepared_warehouse},
+        resources=resources_for(prepared_warehouse),
         raise_on_error=False,
     )
     assert outcomes.success
     rows = prepared_warehouse.query(
-        "SELECT role, version_id, live, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role"
+        "SELECT role, version_id, evidence, count(*) AS n FROM serving.prediction_outcomes GROUP BY ALL ORDER BY role"
     )
     labeled = prepared_warehouse.query(
         "SELECT count(*) AS n FROM features.coin_labels"
         " WHERE volatility_spike IS NOT NULL AND partition_hour::DATE = DATE '2026-03-14'"
     )["n"][0]
     # scored long after the hours ended (a backfill today of a day in March): none of it is live
-    assert rows.values.tolist() == [["champion", "v1", False, labeled], ["shadow", "v2", False, labeled]]
+    assert rows.values.tolist() == [["champion", "v1", "out_of_time", labeled], ["shadow", "v2", "in_sample", labeled]]
     metadata = outcomes.asset_materializations_for_node("prediction_outcomes")[0].metadata
-    assert metadata["live_rows_7d"].value == 0
-    assert "shadow" in metadata["by_version_and_role"].value
+    assert metadata["dagster/row_count"].value == 2 * labeled
+    assert metadata["champion_rows_7d"].value == labeled and metadata["champion_live_rows_7d"].value == 0
+    assert metadata["in_sample_rows_7d"].value == labeled
+    assert 0 <= metadata["champion_pr_auc_7d"].value <= 1
+    records = {(r.data["role"], r.data["evidence"]) for r in metadata["by_version_role_evidence"].value.records}
+    assert records == {("champion", "out_of_time"), ("shadow", "in_sample")}
 
 
 def test_deciding_one_model_of_a_training_run_still_decides_the_other(prepared_warehouse, instance):
@@ -362,13 +456,18 @@ def test_deciding_one_model_of_a_training_run_still_decides_the_other(prepared_w
         both,
         instance=instance,
         partition_key=DAY,
-        resources={"warehouse": prepared_warehouse},
+        resources=resources_for(prepared_warehouse),
         run_config={"ops": {f"{n}_candidate": {"config": c} for n, c in QUICK.items()}},
         raise_on_error=False,
     )
     requests, _ = promotion_run_requests(instance, {})
     first = next(r for r in requests if r.tags["crypto_assets/model"] == "anomaly_detector")
-    assert champion_run(prepared_warehouse, instance, **first.run_config["ops"]["model_champions"]["config"]).success
+    assert champion_run(
+        prepared_warehouse,
+        instance,
+        tags={**first.tags, RUN_KEY_TAG: first.run_key},
+        **first.run_config["ops"]["model_champions"]["config"],
+    ).success
     remaining, _ = promotion_run_requests(instance, {})
     assert [
         (r.tags["crypto_assets/model"], r.run_config["ops"]["model_champions"]["config"]["evaluation_run_id"])

@@ -1,5 +1,6 @@
 import pickle
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,12 @@ import pytest
 from crypto_assets import registry
 
 
-def _register(conn, name="m", payload=None, split="2026-03-15"):
+def _register(conn, name="m", payload=None, split="2026-03-15", frame=None):
+    """A version trained on a frame of its own (distinct inputs make distinct versions)."""
+    return _register_with_new(conn, name, payload, split, frame or uuid.uuid4().hex)[0]
+
+
+def _register_with_new(conn, name, payload, split, frame):
     return registry.register_version(
         conn,
         model_name=name,
@@ -17,6 +23,7 @@ def _register(conn, name="m", payload=None, split="2026-03-15"):
         lineage=registry.Lineage(
             split_id=split,
             feature_spec_version="spec1",
+            training_frame_sha256=frame,
             train_rows=10,
             evaluation_rows=5,
         ),
@@ -35,6 +42,20 @@ def test_round_trip_keeps_artifact_and_lineage(warehouse):
         assert loaded.params == {"alpha": 0.5} and loaded.features == ["a", "b"]
         assert loaded.metrics == {"pr_auc": 0.7} and loaded.split_id == "2026-03-15" and loaded.run_id == "run-1"
         assert loaded.artifact_sha256 == registry.sha256(pickle.dumps({"w": 1}, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_the_same_inputs_are_the_same_version(warehouse):
+    with warehouse.connect() as conn:
+        first, new = _register_with_new(conn, "m", {"w": 1}, "2026-03-15", "frame-a")
+        again, again_new = _register_with_new(conn, "m", {"w": 1}, "2026-03-15", "frame-a")
+        assert new and not again_new and again.version_id == first.version_id == "v1"
+        # other bytes from the same inputs (a non-deterministic fit): the registered artifact is kept
+        drifted, _ = _register_with_new(conn, "m", {"w": 2}, "2026-03-15", "frame-a")
+        assert drifted.version_id == "v1" and registry.load_artifact(conn, drifted) == {"w": 1}
+        other_rows, other_new = _register_with_new(conn, "m", {"w": 1}, "2026-03-15", "frame-b")
+        other_day, day_new = _register_with_new(conn, "m", {"w": 1}, "2026-03-16", "frame-a")
+        assert (other_rows.version_id, other_new, other_day.version_id, day_new) == ("v2", True, "v3", True)
+        assert conn.execute("SELECT count(*) FROM registry.model_versions").fetchone()[0] == 3
 
 
 def test_version_specifiers_resolve(warehouse):

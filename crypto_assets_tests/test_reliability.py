@@ -111,13 +111,13 @@ INTERRUPTED_PROMOTION = """
 
 def test_a_promotion_killed_midway_leaves_alias_and_events_consistent(warehouse):
     with warehouse.connect() as conn:
-        for _ in range(2):
+        for i in range(2):
             registry.register_version(
                 conn,
                 model_name="m",
                 model={},
                 features=[],
-                params={},
+                params={"i": i},
                 lineage=registry.Lineage(
                     split_id="s",
                     feature_spec_version="x",
@@ -248,7 +248,7 @@ def test_an_unreadable_csv_file_is_said_in_the_run_and_the_others_land(warehouse
     assert result.success
     assert warehouse.query("SELECT count(*) AS n FROM raw.market_snapshots")["n"].iloc[0] == 3
     metadata = result.asset_materializations_for_node("market_snapshots")[0].metadata
-    assert metadata["source_files_unreadable"].value == 1
+    assert metadata["run/source_files_unreadable"].value == 1
     assert "export.csv: unreadable" in metadata["source_warnings"].value
     warnings = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
     assert any("export.csv: unreadable" in m and "does not name the pair" in m for m in warnings), warnings

@@ -6,6 +6,7 @@ import dagster as dg
 
 from crypto_assets import registry
 from crypto_assets.resources import build_resources
+from crypto_assets.run_tags import RUN_KEY_TAG
 from crypto_assets.sensors import champion_promotion_sensor, run_failure_alert_sensor
 
 from .test_promotion import DAY, champion_run, train_and_evaluate
@@ -30,8 +31,10 @@ def test_promotion_sensor_requests_one_gate_run_per_completed_evaluation(prepare
     again = champion_promotion_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
     assert not again.run_requests
 
-    # Running what it asked for promotes the candidate.
-    assert champion_run(prepared_warehouse, instance, **config).success
+    # Running what it asked for, as the daemon does (with the request's tags and run key), promotes the candidate.
+    assert champion_run(
+        prepared_warehouse, instance, tags={**request.tags, RUN_KEY_TAG: request.run_key}, **config
+    ).success
     with prepared_warehouse.connect() as conn:
         assert registry.champion(conn, "anomaly_detector").version_id == "v1"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: set up, materialize a recent window of partitions through every asset on the
 # offline synthetic market, then open the Dagster UI on http://127.0.0.1:${PORT:-3000}, with the
-# drift reports served on http://127.0.0.1:${REPORTS_PORT:-3001} (linked from feature_drift).
+# drift reports and evaluation charts served on http://127.0.0.1:${REPORTS_PORT:-3001}.
 # QUICKSTART_NO_UI=1 stops after the materializations (used by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +14,6 @@ eval "$(.venv/bin/python -m crypto_assets.instance --print-env)"
 export CRYPTO_ASSETS_REPORTS_URL="${CRYPTO_ASSETS_REPORTS_URL:-http://127.0.0.1:${REPORTS_PORT:-3001}}"
 .venv/bin/python -m crypto_assets.quickstart "$@"
 if [ "${QUICKSTART_NO_UI:-0}" != "1" ]; then
-  .venv/bin/python -m crypto_assets.report_server --port "${REPORTS_PORT:-3001}" &
-  reports=$!
-  trap 'kill "$reports" 2>/dev/null || true' EXIT
-  echo "Opening the Dagster UI on http://127.0.0.1:${PORT:-3000} (Ctrl-C to stop)"
-  .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}"
+  # dagster dev and the report server, stopped together on Ctrl-C or SIGTERM.
+  exec .venv/bin/python -m crypto_assets.ui --port "${PORT:-3000}" --reports-port "${REPORTS_PORT:-3001}"
 fi

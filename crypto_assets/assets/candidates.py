@@ -16,7 +16,7 @@ from crypto_assets import registry
 from crypto_assets.assets.ingestion import GROUND_TRUTH
 from crypto_assets.assets.splits import SPLITS_KEY
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
-from crypto_assets.metadata import markdown_preview
+from crypto_assets.metadata import table
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
 from crypto_assets.ml.walk_forward import CANDIDATE, REFIT, REGISTERED, frame_sha256, refit, rows_between, walk_forward
@@ -33,26 +33,27 @@ def candidate_key(family: ModelFamily) -> dg.AssetKey:
 
 
 def fold_table(family: ModelFamily, frame: "pd.DataFrame", folds, scores: "pd.DataFrame") -> "pd.DataFrame":
-    """Per fold: what it trained on and what it predicted, with the candidate's PR-AUC on that day."""
+    """Per walk-forward fold: what it trained on and the day it predicted, with the candidate's PR-AUC on that day."""
     import pandas as pd
 
     from crypto_assets.ml.evidence import average_precision
 
     rows = []
     for fold in folds:
+        if fold.name == REFIT:
+            continue  # the refit predicts the future: it has no day to be scored on here
         train = family.usable_rows(rows_between(frame, fold.train_start, fold.train_end))
         predicted = scores[(scores["fold"] == fold.name) & (scores["role"] == CANDIDATE)]
+        truth = predicted["truth"].to_numpy(dtype=bool)
         rows.append(
             {
-                "fold": fold.name,
-                "train_from": f"{fold.train_start:%Y-%m-%d %H:%M}",
-                "train_to": f"{fold.train_end:%Y-%m-%d %H:%M}",
+                "predicted_day": fold.name,
+                "trained_from": f"{fold.train_start:%Y-%m-%d %H:%M}",
+                "trained_to": f"{fold.train_end:%Y-%m-%d %H:%M}",
                 "train_rows": len(train),
                 "predicted_rows": len(predicted),
-                "positives": int(predicted["truth"].sum()),
-                "pr_auc": average_precision(predicted["truth"].to_numpy(), predicted["score"].to_numpy())
-                if len(predicted)
-                else float("nan"),
+                "positives": int(truth.sum()),
+                "candidate_pr_auc": average_precision(truth, predicted["score"].to_numpy()) if truth.any() else None,
             }
         )
     return pd.DataFrame(rows)
@@ -71,7 +72,8 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
         owners=["team:ml-platform"],
         description=(
             f"Daily candidate {family.name}: {family.description} Evaluated walk-forward on the split's window "
-            "beside its baselines, then refit on the latest history and registered as a new version with its lineage."
+            "beside its baselines, then refit on the latest history and registered with its lineage (the same "
+            "inputs are the same version)."
         ),
     )
     def _candidate(
@@ -86,9 +88,9 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
         scores = walk_forward(family, frame, folds, params)
         if scores.empty:
             raise dg.Failure(
-                description=f"split {split_id}: no fold of the evaluation window has both training and evaluation rows for "
-                f"{family.name} (train_days={config.train_days}): materialize coin_features and coin_labels for the "
-                "days before the window, or shorten train_days"
+                description=f"split {split_id}: no fold of the evaluation window has both training and evaluation "
+                f"rows for {family.name} (train_days={config.train_days}): materialize coin_features and coin_labels "
+                "for the days before the window, or shorten train_days"
             )
         try:
             model, train = refit(family, frame, folds[-1], params)
@@ -106,13 +108,18 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
         )
 
         def write_scores(version_id: str) -> None:
+            """The version's out-of-time evidence, replacing what an earlier run of the same inputs wrote."""
+            conn.execute(
+                "DELETE FROM ml.walk_forward_scores WHERE model_name = ? AND split_id = ? AND version_id = ?",
+                [family.name, split_id, version_id],
+            )
             stored = pd.concat([scores, registered], ignore_index=True).assign(
                 model_name=family.name, split_id=split_id, version_id=version_id
             )
             insert_frame(conn, "ml.walk_forward_scores", stored)
 
         with warehouse.connect() as conn:
-            version = registry.register_version(
+            version, new = registry.register_version(
                 conn,
                 model_name=family.name,
                 model=model,
@@ -136,25 +143,37 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 write_evidence=write_scores,
             )
         context.log.info(
-            f"registered {family.name} {version.version_id} (sha256 {version.artifact_sha256[:12]}), "
-            f"walk-forward over {evaluated['fold'].nunique()} of {len(folds) - 1} planned days, then refit, in {seconds:.1f}s"
+            f"{'registered' if new else 'same inputs as'} {family.name} {version.version_id} "
+            f"(sha256 {version.artifact_sha256[:12]}): walk-forward over {evaluated['fold'].nunique()} of "
+            f"{len(folds) - 1} planned days, then refit, in {seconds:.1f}s"
         )
         explanations = {
-            name: markdown_preview(
-                pd.DataFrame(sorted(values.items(), key=lambda kv: -kv[1])[:15], columns=["feature", name]), limit=15
-            )
+            name: table(pd.DataFrame(sorted(values.items(), key=lambda kv: -kv[1])[:15], columns=["feature", name]))
             for name, values in family.explain(model, train).items()
         }
+        refit_fold = folds[-1]
         return dg.MaterializeResult(
             metadata={
-                **explanations,
                 "version_id": version.version_id,
+                "new_version": new,
                 "artifact_sha256": version.artifact_sha256,
-                **{f"lineage/{k}": v for k, v in version.lineage.as_metadata().items()},
-                "walk_forward": markdown_preview(fold_table(family, frame, folds, scores), limit=40),
-                "walk_forward_and_refit_seconds": seconds,
+                # The registered model is the recipe refit on the latest history, up to the split day's end;
+                # its evaluation is walk-forward, each evaluated day predicted by a fit on the days before it.
+                "registered_model_trained_on": (
+                    f"{refit_fold.train_start:%Y-%m-%d %H:%M} .. {refit_fold.train_end:%Y-%m-%d %H:%M} UTC "
+                    f"({len(train)} rows): the refit, for serving after the split day"
+                ),
+                "recipe_evaluated_on": (
+                    f"{split.evaluation_start:%Y-%m-%d} .. {split.evaluation_end:%Y-%m-%d} UTC, out of time: each day "
+                    "predicted by the recipe fitted on the days before it minus the embargo (see walk_forward)"
+                ),
+                "walk_forward": table(fold_table(family, frame, folds, scores)),
+                "evaluation_positives": int(evaluated["truth"].sum()),
                 "decision_threshold": float(model.threshold),
+                "walk_forward_and_refit_seconds": round(seconds, 1),
+                "lineage": dg.MetadataValue.json(version.lineage.as_metadata()),
                 "params": dg.MetadataValue.json(params),
+                **explanations,
             }
         )
 

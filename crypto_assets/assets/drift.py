@@ -17,7 +17,7 @@ margin). The dataset-level rule: drift is detected when at least ``drift_share_t
 features drifted, or when one is ``decisive_factor`` times past its threshold (a frozen feed or a
 unit change moves few features, but decisively). The reference is sampled to at most
 ``max_reference_rows`` rows with a fixed seed, so a re-run gives the same numbers. Each comparison
-is saved as an Evidently HTML report in the ``drift_reports`` resource's folder, linked over http
+is saved as an Evidently HTML report in the ``reports`` resource's folder, linked over http
 when a report server serves it (``crypto_assets/report_server.py``; the quickstart starts one).
 """
 
@@ -34,10 +34,10 @@ from pydantic import Field, model_validator
 from crypto_assets import registry
 from crypto_assets.feature_spec import DRIFT_FEATURES, FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
-from crypto_assets.metadata import markdown_preview
+from crypto_assets.metadata import markdown_preview, table
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.partitions import daily_partitions
-from crypto_assets.resources import DriftReports
+from crypto_assets.resources import Reports
 from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, query_frame, transaction
 
@@ -270,6 +270,8 @@ def compute_drift(
         warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
         preset = DataDriftPreset(
             columns=compared,
+            # The report's headline says the project's rule, not Evidently's default share of 0.5.
+            drift_share=config.drift_share_threshold,
             method=config.method,
             threshold=config.feature_threshold,
             per_column_threshold={c: t for c, t in thresholds.items() if c in compared} or None,
@@ -314,12 +316,15 @@ def _severity(row) -> float:
     return score / threshold
 
 
-def top_drifted_table(features: "pd.DataFrame", limit: int = 10) -> dg.MarkdownMetadataValue:
+def ranked_features(features: "pd.DataFrame") -> "pd.DataFrame":
+    """Every compared feature, the drifted first and the furthest past its threshold first."""
     ranked = features.dropna(subset=["drifted"]).assign(severity=lambda f: f.apply(_severity, axis=1))
     ranked = ranked.sort_values(["drifted", "severity"], ascending=False)
-    return markdown_preview(
-        ranked[["feature", "drift_score", "stattest", "threshold", "drifted", "severity"]], limit=limit
-    )
+    return ranked[["feature", "drift_score", "stattest", "threshold", "drifted", "severity"]]
+
+
+def top_drifted_table(features: "pd.DataFrame", limit: int = 10) -> dg.MarkdownMetadataValue:
+    return markdown_preview(ranked_features(features), limit=limit)
 
 
 def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> "pd.DataFrame":
@@ -329,6 +334,20 @@ def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime)
         f"SELECT coin_id, partition_hour, {', '.join(DRIFT_FEATURES)} FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end",
         {"start": utc_naive(start), "end": utc_naive(end)},
     )
+
+
+def save_report(snapshot, path: Path, heading: str) -> None:
+    """Evidently's HTML report, with a heading naming both windows and the project's rule (its own names neither)."""
+    import html
+
+    snapshot.save_html(str(path))
+    text = path.read_text()
+    banner = (
+        '<div style="font-family:sans-serif;padding:12px 16px;background:#f3f4f6;border-bottom:1px solid #d1d5db">'
+        f"<b>{html.escape(heading)}</b></div>"
+    )
+    at = text.find(">", text.find("<body")) + 1 if "<body" in text else 0
+    path.write_text(text[:at] + banner + text[at:])
 
 
 @dg.asset(
@@ -357,7 +376,7 @@ def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime)
     ],
 )
 def feature_drift(
-    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, drift_reports: DriftReports
+    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, reports: Reports
 ) -> dg.MaterializeResult:
     """Per-feature drift of the latest day against the weeks before it, and against each champion's training rows, with Evidently.
 
@@ -389,6 +408,12 @@ def feature_drift(
                     f"{champion.feature_spec_version}, not {FEATURE_SPEC_VERSION}: no comparison with its training rows"
                 )
                 continue
+            if utc_naive(champion.lineage.train_end) > current_start:
+                # Trained on the days being compared: nothing to learn from comparing them with themselves.
+                context.log.info(
+                    f"{family.name}: champion {champion.version_id} was trained through the current window"
+                )
+                continue
             name = f"{CHAMPION_COMPARISON_PREFIX}{family.name}"
             windows[name] = (champion.lineage.train_start, champion.lineage.train_end)
             references[name] = load_window(conn, *windows[name])
@@ -407,8 +432,13 @@ def feature_drift(
             context.log.warning(f"{comparison}: no rows in {windows[comparison]} any more; comparison skipped")
             continue
         results[comparison] = compute_drift(reference, current, DRIFT_FEATURES, config)
-        paths[comparison] = drift_reports.path(split_id, comparison)
-        drift_reports.save_html(results[comparison].snapshot, paths[comparison])
+        paths[comparison] = reports.path("feature_drift", split_id, comparison)
+        heading = (
+            f"Feature drift {split_id}, {comparison}: current {current_start:%Y-%m-%d %H:%M} .. "
+            f"{current_end:%Y-%m-%d %H:%M} UTC against reference {windows[comparison][0]:%Y-%m-%d %H:%M} .. "
+            f"{windows[comparison][1]:%Y-%m-%d %H:%M} UTC. Rule: {config.rule()}."
+        )
+        reports.write(paths[comparison], lambda tmp, r=results[comparison], h=heading: save_report(r.snapshot, tmp, h))
         context.log.info(f"{comparison}: drift share {results[comparison].drift_share:.3f}, report {paths[comparison]}")
 
     main = results[RECENT_VS_REFERENCE]
@@ -455,7 +485,10 @@ def feature_drift(
         "rule": config.rule(),
         "current_window": f"{current_start:%Y-%m-%d %H:%M} .. {current_end:%Y-%m-%d %H:%M} UTC ({main.current_rows} rows)",
         "reference_window": f"{reference_start:%Y-%m-%d %H:%M} .. {current_start:%Y-%m-%d %H:%M} UTC ({main.reference_rows} rows, sampled)",
-        "drifted": top_drifted_table(main.features, limit=len(main.features)),
+        "drifted": top_drifted_table(main.features[main.features["drifted"].fillna(False).astype(bool)], limit=50)
+        if main.drifted_features
+        else dg.MetadataValue.md("_no feature drifted_"),
+        "features": table(ranked_features(main.features)),
         "comparisons": markdown_preview(
             summaries[
                 [
@@ -473,7 +506,7 @@ def feature_drift(
         "report": dg.MetadataValue.path(str(paths[RECENT_VS_REFERENCE])),
     }
     for comparison, path in paths.items():
-        url = drift_reports.url(path)
+        url = reports.url(path)
         if url:
             metadata["report_url" if comparison == RECENT_VS_REFERENCE else f"report_url/{comparison}"] = (
                 dg.MetadataValue.url(url)

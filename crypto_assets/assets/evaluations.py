@@ -6,6 +6,10 @@ gate metric with a paired block-bootstrap interval (``crypto_assets/ml/evidence.
 is compared as a recipe: scored walk-forward like the candidate (identical scores when the recipes
 are equal), so neither is judged on rows it trained on. The gates are ``crypto_assets/ml/gates.py``;
 promotion reads these checks' results.
+
+A refused candidate is a normal outcome, not a crash: its failed gates show as failed checks
+(severity error) on the evaluation, and the run succeeds. Nothing downstream can serve it: only
+the promotion sensor moves the champion, and only when every gate passed.
 """
 
 from datetime import UTC, datetime
@@ -18,14 +22,14 @@ from crypto_assets.assets.candidates import candidate_key
 from crypto_assets.assets.splits import SPLITS_KEY
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.market.schema import utc_naive
-from crypto_assets.metadata import markdown_preview
+from crypto_assets.metadata import rounded, table
 from crypto_assets.ml.evaluation import Evaluation, check_artifact, evaluate_candidate
-from crypto_assets.ml.evidence import PASSED
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
 from crypto_assets.ml.gates import BASELINE_GATE, CHAMPION_GATE, GATES, GateConfig, GateResult, decide
 from crypto_assets.ml.walk_forward import CANDIDATE, CHAMPION, walk_forward
 from crypto_assets.partitions import daily_partitions
+from crypto_assets.resources import Reports
 from crypto_assets.training_data import Split, load_rows, load_split_frame
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
@@ -39,8 +43,8 @@ def evaluation_key(family: ModelFamily) -> dg.AssetKey:
 
 def latest_candidate_for_split(conn, family: ModelFamily, split_id: str) -> registry.ModelVersion:
     row = conn.execute(
-        "SELECT max(version_number) FROM registry.model_versions WHERE model_name = ? AND split_id = ?",
-        [family.name, split_id],
+        "SELECT max(version_number) FROM registry.model_versions WHERE model_name = ? AND split_id = ? AND kind = ?",
+        [family.name, split_id, registry.MODEL],
     ).fetchone()[0]
     if row is None:
         raise registry.RegistryError(
@@ -75,10 +79,11 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
             "and the champion, on the same out-of-time rows, with bootstrap intervals; the quality gates are its "
             "blocking checks."
         ),
-        check_specs=[dg.AssetCheckSpec(g.name, asset=key, blocking=True, description=g.description) for g in GATES],
+        # Not blocking: a refusal must not fail the run (promotion reads every result, and needs all passed).
+        check_specs=[dg.AssetCheckSpec(g.name, asset=key, blocking=False, description=g.description) for g in GATES],
     )
     def _evaluation(
-        context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse
+        context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse, reports: Reports
     ) -> dg.MaterializeResult:
         import pandas as pd
 
@@ -102,8 +107,8 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         versions = {CANDIDATE: candidate.version_id, CHAMPION: champion.version_id if champion else None}
         now = utc_naive(datetime.now(UTC))
         with warehouse.connect() as conn, transaction(conn):
-            for table in ("ml.model_evaluations", "ml.gate_evidence"):
-                conn.execute(f"DELETE FROM {table} WHERE model_name = ? AND split_id = ?", [family.name, split_id])
+            for stored in ("ml.model_evaluations", "ml.gate_evidence"):
+                conn.execute(f"DELETE FROM {stored} WHERE model_name = ? AND split_id = ?", [family.name, split_id])
             insert_frame(
                 conn,
                 "ml.model_evaluations",
@@ -114,8 +119,21 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 "ml.gate_evidence",
                 evidence_rows(evaluation, versions, now).assign(model_name=family.name, split_id=split_id),
             )
+        by_day = walk_forward_by_day(family, scores)
+        chart = reports.path("evaluation", family.name, split_id, suffix=".svg")
+        reports.write(chart, lambda tmp: tmp.write_text(chart_svg(family, split_id, evaluation, by_day)))
+        failed = [f"{n} ({r.outcome})" for n, r in gates.items() if not r.passed]
+        context.log.info(
+            f"{family.name} {candidate.version_id} on {split_id}: "
+            + (f"refused by its gates: {', '.join(failed)}" if failed else "every gate passed")
+        )
         return dg.MaterializeResult(
-            metadata=evaluation_metadata(candidate, evaluation, gates, versions),
+            metadata={
+                **evaluation_metadata(candidate, evaluation, gates, versions),
+                "walk_forward_by_day": table(by_day),
+                **({"chart": dg.MetadataValue.url(reports.url(chart))} if reports.url(chart) else {}),
+                "chart_file": dg.MetadataValue.path(str(chart)),
+            },
             check_results=[check_result(name, result) for name, result in gates.items()],
         )
 
@@ -140,6 +158,13 @@ def champion_evidence(
             f"the champion {champion.version_id} reads feature spec {champion.feature_spec_version}, retired "
             f"(now {FEATURE_SPEC_VERSION}): it cannot serve, so it is no competitor"
         )
+    if champion.is_baseline:
+        name = champion.params["baseline"]
+        if champion.split_id == split_id:
+            # Chosen on this very evaluation: beats_baseline already compares the candidate with it.
+            return None, f"the champion {champion.version_id} is this evaluation's own baseline {name}"
+        # A baseline champion is its baseline refit fold by fold: exactly that baseline's walk-forward scores.
+        return scores[scores["role"] == name].assign(role=CHAMPION), f"baseline champion {champion.version_id} ({name})"
     if champion.recipe() == candidate.recipe():
         # Same params, features and feature spec: walk-forward refits it on the same rows into the same models.
         return scores[scores["role"] == CANDIDATE].assign(role=CHAMPION), f"champion {champion.version_id}, same recipe"
@@ -156,7 +181,11 @@ def check_result(name: str, result: GateResult) -> dg.AssetCheckResult:
         check_name=name,
         passed=result.passed,
         description=f"{result.outcome.upper()}: {result.why}",
-        metadata={"outcome": result.outcome, **{k: _metadata_value(v) for k, v in result.metadata.items()}},
+        metadata={
+            "outcome": result.outcome,
+            "rule": result.rule,
+            **{k: rounded(_metadata_value(v)) for k, v in result.metadata.items()},
+        },
     )
 
 
@@ -201,49 +230,103 @@ def evidence_rows(evaluation: Evaluation, versions: dict, now: datetime) -> "pd.
 def evaluation_metadata(
     candidate: registry.ModelVersion, evaluation: Evaluation, gates: dict[str, GateResult], versions: dict
 ) -> dict:
+    """The keys that decide, as numbers where they vary (so the Plots tab charts them across days); the rest grouped."""
     import pandas as pd
 
     e = evaluation.evidence
-    comparison_table = pd.DataFrame(
+    comparisons = pd.DataFrame(
         [
             {
                 "comparator": c.comparator,
-                c.metric: c.other,
-                "candidate": c.candidate,
+                "gate": CHAMPION_GATE if c is e.champion else BASELINE_GATE,
+                f"comparator_{c.metric}": c.other,
+                f"candidate_{c.metric}": c.candidate,
                 "difference": c.difference,
                 "ci_low": c.ci_low,
                 "ci_high": c.ci_high,
                 "margin": c.margin,
+                "positives": c.positives,
                 "outcome": c.outcome,
             }
             for c in e.comparisons
         ]
     )
-    gate_table = pd.DataFrame([{"gate": n, "outcome": r.outcome, "evidence": r.why} for n, r in gates.items()])
+    lineage = candidate.lineage
+    failed = [f"{n} ({r.outcome})" for n, r in gates.items() if not r.passed]
     metadata = {
+        "decision": f"refused: {', '.join(failed)}"
+        if failed
+        else "every gate passed: the promotion sensor promotes it",
         "candidate_version": candidate.version_id,
         "champion_version": versions[CHAMPION] or "none",
         "champion_comparison": e.champion_note,
-        "evaluation_window": f"{candidate.lineage.evaluation_start} .. {candidate.lineage.evaluation_end} UTC",
+        "evaluation_window": f"{lineage.evaluation_start} .. {lineage.evaluation_end} UTC",
         "evaluation_rows": evaluation.rows,
         "evaluation_positives": e.positives,
-        "evaluation_hours": evaluation.hours,
-        "gates_passed": sum(r.passed for r in gates.values()),
-        "gates_failed": ", ".join(f"{n} ({r.outcome})" for n, r in gates.items() if r.outcome != PASSED) or "none",
-        "gates": markdown_preview(gate_table, limit=10),
-        "comparisons": markdown_preview(comparison_table, limit=10),
-        **{f"lineage/{k}": v for k, v in candidate.lineage.as_metadata().items()},
-        **{
-            f"{role}_{metric}": float(value)
-            for role, metrics in evaluation.roles.items()
-            for metric, value in metrics.items()
-        },
+        f"candidate_{e.metric}": e.candidate_metric,
+        **{f"{c.comparator}_{c.metric}": c.other for c in e.comparisons},
+        **{f"vs_{c.comparator}_ci_low": c.ci_low for c in e.comparisons},
+        **{f"vs_{c.comparator}_ci_high": c.ci_high for c in e.comparisons},
+        "gates_failed": ", ".join(failed) or "none",
+        "gates": table(pd.DataFrame([{"gate": n, "outcome": r.outcome, "evidence": r.why} for n, r in gates.items()])),
+        "comparisons": table(comparisons),
+        "metrics": dg.MetadataValue.json(
+            {role: {k: rounded(v) for k, v in m.items()} for role, m in evaluation.roles.items()}
+        ),
+        "lineage": dg.MetadataValue.json({k: v for k, v in lineage.as_metadata().items()}),
     }
-    for c in e.comparisons:
-        metadata[f"vs_{c.comparator}_difference"] = float(c.difference)
-        metadata[f"vs_{c.comparator}_ci"] = f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
-        metadata[f"vs_{c.comparator}_outcome"] = c.outcome
-    return metadata
+    return {k: rounded(v) for k, v in metadata.items()}
+
+
+def walk_forward_by_day(family: ModelFamily, scores: "pd.DataFrame") -> "pd.DataFrame":
+    """Per evaluated day: positives, and the gate metric of the candidate, every baseline and the champion on that "
+    "day's rows."""
+    import pandas as pd
+
+    from crypto_assets.ml.evidence import METRICS
+
+    metric = METRICS[family.gate_metric]
+    roles = [CANDIDATE, *(b.name for b in family.baselines)]
+    if (scores["role"] == CHAMPION).any():
+        roles.append(CHAMPION)
+    days = sorted(scores.loc[scores["role"] == CANDIDATE, "fold"].unique())
+    rows = []
+    for day in days:
+        on_day = scores[scores["fold"] == day]
+        truth = on_day.loc[on_day["role"] == CANDIDATE, "truth"].to_numpy(dtype=bool)
+        row = {"day": day, "rows": len(truth), "positives": int(truth.sum())}
+        for role in roles:
+            values = on_day[on_day["role"] == role]
+            row[role] = (
+                metric(values["truth"].to_numpy(dtype=bool), values["score"].to_numpy(dtype=float))
+                if (len(values) and values["truth"].any())
+                else float("nan")
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def chart_svg(family: ModelFamily, split_id: str, evaluation: Evaluation, by_day: "pd.DataFrame") -> str:
+    from crypto_assets.charts import evaluation_chart
+
+    roles = [c for c in by_day.columns if c not in ("day", "rows", "positives")]
+    intervals = [
+        {"label": f"vs {c.comparator}", "low": c.ci_low, "high": c.ci_high, "point": c.difference,
+         "margin": c.margin, "outcome": c.outcome}
+        for c in evaluation.evidence.comparisons
+    ]  # fmt: skip
+    return evaluation_chart(
+        f"{family.name} candidate, split {split_id}",
+        by_day["day"].tolist(),
+        {role: [None if pd_isna(v) else float(v) for v in by_day[role]] for role in roles},
+        intervals,
+    )
+
+
+def pd_isna(value) -> bool:
+    import math
+
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _metadata_value(value):

@@ -96,7 +96,8 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitConfig, ware
                    count(*) FILTER (WHERE g.coin_id IS NOT NULL) AS anomalies
             FROM features.coin_features f
             LEFT JOIN features.coin_labels l USING (coin_id, partition_hour)
-            LEFT JOIN (SELECT DISTINCT coin_id, partition_hour FROM raw.anomaly_ground_truth) g USING (coin_id, partition_hour)
+            LEFT JOIN (SELECT DISTINCT coin_id, partition_hour FROM raw.anomaly_ground_truth) g
+                USING (coin_id, partition_hour)
             WHERE f.partition_hour >= ? AND f.partition_hour < ?
             GROUP BY f.coin_id ORDER BY f.coin_id
             """,

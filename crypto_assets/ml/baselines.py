@@ -1,13 +1,16 @@
 """Baselines: the competitors a candidate must beat on the same out-of-time rows.
 
 Each baseline fits (or, for a rule, simply wraps) a :class:`~crypto_assets.ml.models.FittedModel`
-on a fold's training rows, so baselines score, flag and can be stored exactly like a model.
+on a fold's training rows, with a flag threshold from those rows, so baselines score, flag and can
+be registered exactly like a model: the strongest one serves as champion of last resort while no
+model has passed its gates.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from crypto_assets.ml.metrics import best_f1_threshold
 from crypto_assets.ml.models import FeatureValue, FittedModel, LargestAbsoluteValue, ProbabilityModel
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -35,6 +38,7 @@ class PersistenceBaseline(Baseline):
     features = ["rv_6h_vs_p90_168h"]
 
     def fit(self, train, truth):
+        # Flag when the last 6 hours were already above the spike threshold.
         return FeatureValue(None, list(self.features), threshold=1.0)
 
 
@@ -56,6 +60,7 @@ class HarBaseline(Baseline):
             StandardScaler(),
             LogisticRegression(max_iter=1000),
         ).fit(model.matrix(train), truth.astype(int))
+        model.threshold = best_f1_threshold(truth, model.scores(train))
         return model
 
 
@@ -65,5 +70,11 @@ class ZScoreBaseline(Baseline):
     name = "zscore"
     features = ["ret_zscore_24h", "volume_zscore_24h"]
 
+    flag_share = 0.02  # flags the top 2% of its training scores, the detector's default contamination
+
     def fit(self, train, truth):
-        return LargestAbsoluteValue(None, list(self.features), threshold=3.0)
+        import numpy as np
+
+        model = LargestAbsoluteValue(None, list(self.features), threshold=0.0, info={"contamination": self.flag_share})
+        model.threshold = float(np.quantile(model.scores(train), 1 - self.flag_share)) if len(train) else 0.0
+        return model

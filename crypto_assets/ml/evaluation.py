@@ -48,7 +48,8 @@ class Evaluation:
 def check_artifact(
     family: ModelFamily, model: FittedModel | None, rows: pd.DataFrame, scores: pd.DataFrame
 ) -> ArtifactCheck:
-    """Score the evaluation rows with the reloaded artifact (None: it failed verification) and compare with the stored scores."""
+    """Score the evaluation rows with the reloaded artifact (None: it failed verification) and compare with the "
+    "stored scores."""
     import numpy as np
     import pandas as pd
 

@@ -150,7 +150,7 @@ def compare(
             if positives < min_positives
             else "every row is positive"
             if positives == rows
-            else f"{unscored} of the rows have no score from one of the two models: they were not compared on the same rows"
+            else f"{unscored} of the rows have no score from one of the two models: not compared on the same rows"
         )
         return Comparison(**base, ci_low=float("nan"), ci_high=float("nan"), outcome=INCONCLUSIVE, why=why)
     weights = draws if draws is not None else hour_draws(hours, replicates, block_hours, seed)

@@ -97,7 +97,8 @@ class Evidence:
 class GateResult:
     outcome: str  # passed, failed or inconclusive
     why: str  # one line for the check's description and the promotion event
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # the evidence: numbers that vary from one evaluation to the next
+    rule: str = ""  # what passing means, with its thresholds (constants stay out of the numbers, so none is plotted)
 
     @property
     def passed(self) -> bool:
@@ -151,12 +152,19 @@ def comparison_metadata(comparisons: list[Comparison]) -> dict:
                 f"{c.comparator}_ci_low": c.ci_low,
                 f"{c.comparator}_ci_high": c.ci_high,
                 f"{c.comparator}_outcome": c.outcome,
-                "margin": c.margin,
                 "positives": c.positives,
-                "confidence": c.confidence,
             }
         )
     return out
+
+
+def comparison_rule(comparisons: list[Comparison], config: GateConfig) -> str:
+    margins = ", ".join(f"{c.comparator} {c.margin:+g}" for c in comparisons)
+    return (
+        f"{config.confidence:.0%} paired block-bootstrap interval ({config.block_hours} h blocks, "
+        f"{config.bootstrap_replicates} resamples) of candidate minus comparator; passed when its lower bound is above "
+        f"the margin ({margins}); inconclusive below {config.min_positives} positives"
+    )
 
 
 @gate("meets_metric_floor", "The candidate's pooled out-of-time PR-AUC reaches the floor, on enough positives.")
@@ -169,12 +177,8 @@ def meets_metric_floor(e: Evidence, config: GateConfig) -> GateResult:
     return GateResult(
         outcome,
         f"{e.metric} {e.candidate_metric:.4f} vs floor {floor} on {e.positives} positives",
-        {
-            f"candidate_{e.metric}": e.candidate_metric,
-            "floor": floor,
-            "positives": e.positives,
-            "min_positives": config.min_positives,
-        },
+        {f"candidate_{e.metric}": e.candidate_metric, "positives": e.positives},
+        f"{e.metric} >= {floor} on at least {config.min_positives} positives",
     )
 
 
@@ -188,6 +192,7 @@ def beats_baseline(e: Evidence, config: GateConfig) -> GateResult:
         combined([c.outcome for c in e.baselines]),
         "; ".join(c.sentence() for c in e.baselines),
         comparison_metadata(e.baselines),
+        comparison_rule(e.baselines, config),
     )
 
 
@@ -198,21 +203,25 @@ def beats_baseline(e: Evidence, config: GateConfig) -> GateResult:
 )
 def beats_champion(e: Evidence, config: GateConfig) -> GateResult:
     if e.champion is None:
-        return GateResult(PASSED, e.champion_note, {"champion": e.champion_note})
+        return GateResult(PASSED, e.champion_note, {"champion": e.champion_note}, "passes when no champion can serve")
     return GateResult(
         e.champion.outcome,
         f"{e.champion_note}: {e.champion.sentence()}",
         {"champion": e.champion_note, **comparison_metadata([e.champion])},
+        comparison_rule([e.champion], config),
     )
 
 
 @gate("sane_flag_rate", "The candidate flags a plausible share of rows.")
 def sane_flag_rate(e: Evidence, config: GateConfig) -> GateResult:
     low, high = config.min_flag_rate_ratio * e.expected_flag_rate, config.max_flag_rate_ratio * e.expected_flag_rate
+    inside = low <= e.flagged_rate <= high
     return GateResult(
-        PASSED if low <= e.flagged_rate <= high else FAILED,
-        f"flags {e.flagged_rate:.4f} of rows, expected about {e.expected_flag_rate:.4f}",
-        {"flagged_rate": e.flagged_rate, "expected_rate": e.expected_flag_rate},
+        PASSED if inside else FAILED,
+        f"flags {e.flagged_rate:.4f} of rows: {'inside' if inside else 'outside'} the band {low:.4f} .. {high:.4f}",
+        {"flagged_rate": e.flagged_rate},
+        f"flag rate between {config.min_flag_rate_ratio:g}x and {config.max_flag_rate_ratio:g}x the expected "
+        f"{e.expected_flag_rate:.4g} ({low:.4g} .. {high:.4g})",
     )
 
 
@@ -225,6 +234,7 @@ def no_nan_scores(e: Evidence, config: GateConfig) -> GateResult:
         PASSED if len(e.scores) and not non_finite else FAILED,
         f"{non_finite} non-finite of {len(e.scores)} scores",
         {"scored_rows": len(e.scores), "non_finite": non_finite},
+        "every out-of-time and registered score is a finite number",
     )
 
 
@@ -235,6 +245,7 @@ def artifact_verified(e: Evidence, config: GateConfig) -> GateResult:
         PASSED if ok else FAILED,
         "sha256 verified and scores reproduced" if ok else "the artifact failed verification or reproduction",
         {"sha256": e.artifact_sha256, "verified": e.artifact_verified, "scores_reproduced": e.scores_reproduced},
+        "the stored bytes match their sha256, and the reloaded model gives the scores stored at registration",
     )
 
 

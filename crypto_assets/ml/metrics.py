@@ -39,3 +39,15 @@ def scoring_latency_ms_per_1000(score, frame: pd.DataFrame) -> float:
     started = time.perf_counter()
     score(frame)
     return 1000.0 * (time.perf_counter() - started) / max(len(frame), 1) * 1000
+
+
+def best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the best F1 on a validation slice (0.5 when it has no positives)."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve
+
+    if truth.sum() == 0:
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(truth, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
+    return float(thresholds[int(np.argmax(f1))])

@@ -10,10 +10,10 @@ from pydantic import Field
 from crypto_assets.feature_spec import FEATURE_NAMES
 from crypto_assets.ml.baselines import HarBaseline, PersistenceBaseline
 from crypto_assets.ml.family import ModelFamily
+from crypto_assets.ml.metrics import best_f1_threshold
 from crypto_assets.ml.models import ProbabilityModel
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
-    import numpy as np
     import pandas as pd
 
 MAX_TRAIN_DAYS = 120
@@ -45,18 +45,6 @@ class VolatilityModelConfig(dg.Config):
         description="Share at the end of train (by time) used to tune the decision threshold; never evaluated rows.",
     )
     random_state: int = Field(default=7, description="Seed, fixed so training is reproducible.")
-
-
-def best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold with the best F1 on a validation slice (0.5 when it has no positives)."""
-    import numpy as np
-    from sklearn.metrics import precision_recall_curve
-
-    if truth.sum() == 0:
-        return 0.5
-    precision, recall, thresholds = precision_recall_curve(truth, scores)
-    f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
-    return float(thresholds[int(np.argmax(f1))])
 
 
 def time_ordered_validation(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:

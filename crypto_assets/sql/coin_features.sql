@@ -155,13 +155,15 @@ per_coin AS (
     JOIN spikes k USING (coin_id, h)
     WHERE m.h >= epoch($start::TIMESTAMP)::BIGINT // 3600
 ),
--- Cross-sectional statistics per hour, as aggregates joined back.
+-- Cross-sectional statistics per hour, as aggregates joined back. Means are taken over each hour's
+-- values in coin order: a parallel avg() adds them in whatever order its threads finish, and the last
+-- bit would differ from run to run (so would every model trained on them).
 market AS (
     SELECT h,
         median(ret_1h) AS median_ret_1h,
-        avg(rv_6h_vs_p90_168h) AS market_rv_6h_vs_p90_168h,
-        avg(volume_zscore_24h) AS market_volume_zscore_24h,
-        avg(volume_vs_24h_ago) AS market_volume_vs_24h_ago,
+        list_avg(list(rv_6h_vs_p90_168h ORDER BY coin_id)) AS market_rv_6h_vs_p90_168h,
+        list_avg(list(volume_zscore_24h ORDER BY coin_id)) AS market_volume_zscore_24h,
+        list_avg(list(volume_vs_24h_ago ORDER BY coin_id)) AS market_volume_vs_24h_ago,
         arg_max(rv_6h_vs_p90_168h, size) AS leader_rv_6h_vs_p90_168h,
         median(rv_24h) AS median_rv_24h
     FROM per_coin GROUP BY h

@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS registry.aliases (
 CREATE TABLE IF NOT EXISTS registry.promotion_events (
     event_id VARCHAR NOT NULL PRIMARY KEY, model_name VARCHAR NOT NULL,
     from_version VARCHAR, to_version VARCHAR, outcome VARCHAR NOT NULL, trigger VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL, gate_results VARCHAR, run_id VARCHAR, created_at TIMESTAMP NOT NULL
+    reason VARCHAR NOT NULL, gate_results VARCHAR, run_id VARCHAR, created_at TIMESTAMP NOT NULL,
+    candidate_version VARCHAR  -- the version decided about (for a refusal, the refused candidate)
 );
 
 -- Metrics of candidate, baselines and champion on one split's evaluation window.
@@ -143,5 +144,6 @@ CREATE TABLE IF NOT EXISTS serving.model_scores (
 CREATE TABLE IF NOT EXISTS serving.prediction_outcomes (
     model_name VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, partition_hour TIMESTAMP NOT NULL,
     version_id VARCHAR NOT NULL, role VARCHAR NOT NULL, score DOUBLE NOT NULL, flagged BOOLEAN NOT NULL,
-    actual BOOLEAN NOT NULL, live BOOLEAN NOT NULL
+    actual BOOLEAN NOT NULL,
+    evidence VARCHAR NOT NULL  -- live (made in time), out_of_time (by a version that never saw the hour), in_sample
 );
