@@ -107,6 +107,20 @@ class DagsterServer:
         assert self.populated is not None, "the instance was not populated"
         return {split_day(t) for t in self.populated}
 
+    def backfilled_day(self) -> str:
+        """A complete day of the quickstart's single-run backfill (three days before it ran)."""
+        assert self.populated is not None, "the instance was not populated"
+        return (self.populated[0] - timedelta(days=3)).strftime("%Y-%m-%d")
+
+    def warehouse_rows(self, day: str) -> int:
+        """market_snapshots rows of one day, read from the DuckDB file itself."""
+        import duckdb
+
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM raw.market_snapshots WHERE strftime(partition_hour, '%Y-%m-%d') = ?", [day]
+            ).fetchone()[0]
+
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
         """POST a GraphQL query to the server; return ``data`` or raise with the errors."""
         body = json.dumps({"query": query, "variables": variables or {}}).encode()

@@ -681,8 +681,9 @@ def test_rate_limit_spacing_with_fake_clock(make_client: MakeClient, clock: Fake
 def test_rate_limit_spacing_is_seen_by_the_server(server: FakeCoinGecko) -> None:
     settings = CoinGeckoSettings(base_url=server.base_url, requests_per_minute=600)  # 0.1 s apart
     client = CoinGeckoClient(settings)
-    for _ in range(3):
+    for _ in range(6):
         client.markets(["bitcoin"])
     arrivals = [r.received_at for r in server.requests]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert all(gap >= 0.09 for gap in gaps), gaps
+    # Each arrival may be late by the scheduler's whim (a busy machine), never early: the limiter spaces
+    # the sends, so the five gaps add up to at least 0.5 s whatever the jitter of any one of them.
+    assert arrivals[-1] - arrivals[0] >= 0.4, arrivals  # one interval of slack for the first connection

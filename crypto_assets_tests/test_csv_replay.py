@@ -30,7 +30,7 @@ from crypto_assets.market.schema import (
 )
 from crypto_assets.market.synthetic import synthetic_window
 from crypto_assets.market.universe import default_universe
-from crypto_assets.resources import CsvMarketConfig, MarketSource
+from crypto_assets.market.sources import CsvReplayMarket
 
 SHARED_MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 
@@ -684,7 +684,7 @@ def assert_typed(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> No
 def test_every_csv_window_gives_typed_frames_with_anomalies_injected(tmp_path: Path) -> None:
     # Three hours, a day's gap, three hours: rows without an event drawn, one hour, a gap, after the end.
     path = write(tmp_path, [candle(h) for h in hours(3) + hours(3, start=T0 + timedelta(days=1))])
-    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.02, seed=7))
+    source = CsvReplayMarket(paths=[str(path)], anomaly_rate=0.02, seed=7)
     windows = {  # name: (start, hours, rows in it)
         "no event drawn": (T0, 3, 3),
         "one hour": (T0 + timedelta(hours=1), 1, 1),
@@ -700,7 +700,7 @@ def test_every_csv_window_gives_typed_frames_with_anomalies_injected(tmp_path: P
         assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
     # With events drawn, the labels carry their hour.
     path = write(tmp_path, [candle(h, symbol="ETH/USDT") for h in hours(48)], name="Binance_ETHUSDT_1h.csv")
-    busy = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)], anomaly_rate=0.45, seed=7))
+    busy = CsvReplayMarket(paths=[str(path)], anomaly_rate=0.45, seed=7)
     batch = busy.fetch(utc(T0), utc(T0) + timedelta(days=2))
     assert len(batch.ground_truth) > 0
     assert_typed(batch.ground_truth, GROUND_TRUTH_COLUMNS)
@@ -727,7 +727,7 @@ def test_synthetic_windows_give_typed_frames_too() -> None:
 
 def test_ingesting_a_csv_day_after_the_files_end_succeeds(warehouse, instance, tmp_path: Path) -> None:
     path = write(tmp_path, [candle(h) for h in hours(3)])  # 2021; the day ingested is in 2026
-    source = MarketSource(kind="csv", csv=CsvMarketConfig(paths=[str(path)]))  # anomalies injected (the default)
+    source = CsvReplayMarket(paths=[str(path)])  # anomalies injected (the default)
     result = dg.materialize(
         [ingestion.market_snapshots],
         instance=instance,

@@ -224,8 +224,6 @@ def test_every_quickstart_run_succeeded_with_its_jobs_origin(dagster_server: Dag
         assert runs, f"no run of {job}"
         for run in runs:
             assert run["repositoryOrigin"]["repositoryLocationName"] == "crypto_assets.definitions", run
-            tags = {t["key"]: t["value"] for t in run["tags"]}
-            assert tags[".dagster/repository"] == "__repository__@crypto_assets.definitions"
         by_job[job] = runs
     assert all(r["status"] in ("SUCCESS", "STARTED", "QUEUED") for runs in by_job.values() for r in runs)
     gate_runs = by_job["champion_gate_job"]
