@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets import registry
+from crypto_assets import registry, serving_snapshot
 from crypto_assets.assets.evaluations import evaluation_key
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.metadata import markdown_preview
@@ -225,6 +225,7 @@ def model_champions(
 
     with warehouse.connect() as conn:
         event = decide(conn, context.instance, config, context.run.run_id)
+        serving_snapshot.publish(conn, warehouse.database, context.log)  # the prediction service's copy
         champions = conn.execute(
             """
             SELECT a.model_name, a.version_id AS champion, v.split_id AS trained_on, v.created_at, a.updated_at AS champion_since
@@ -259,5 +260,6 @@ def model_champions(
             else dg.MetadataValue.json(gates),
             "champions": markdown_preview(champions),
             "recent_decisions": markdown_preview(history),
+            **serving_snapshot.api_link_metadata(),  # prediction_api: the service's /version, when it runs
         }
     )

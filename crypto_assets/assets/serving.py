@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_assets import registry
+from crypto_assets import registry, serving_snapshot
 from crypto_assets.assets.features import FEATURES_KEY, LABELS_KEY
 from crypto_assets.assets.promotion import CHAMPION_KEY
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
@@ -20,6 +20,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
+from crypto_assets.ml.scoring import score_rows
 from crypto_assets.partitions import daily_data_partitions
 from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
@@ -108,6 +109,7 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
             parts = []
             for role, version in pairs:
                 model = registry.load_artifact(conn, version)  # sha256-verified before unpickling
+                scores, flags = score_rows(model, features)  # the code path POST /v1/score takes too
                 parts.append(
                     pd.DataFrame(
                         {
@@ -116,8 +118,8 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
                             "version_id": version.version_id,
                             "coin_id": features["coin_id"],
                             "partition_hour": features["partition_hour"],
-                            "score": model.scores(features) if len(features) else [],
-                            "flagged": model.flags(features) if len(features) else [],
+                            "score": scores,
+                            "flagged": flags,
                         }
                     )
                 )
@@ -139,6 +141,7 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
                         [family.name, role, version.version_id, start, end],
                     )
                 insert_frame(conn, "serving.model_scores", rows)
+            serving_snapshot.publish(conn, warehouse.database, context.log)  # the prediction service's copy
         served = rows[rows["role"] == CHAMPION_ROLE]
         top = served.merge(features[["coin_id", "partition_hour", "symbol"]]).sort_values("score", ascending=False)
         versions = {role: version.version_id for role, version in pairs}
