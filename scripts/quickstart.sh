@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: set up, materialize a recent window of partitions through every asset on the
 # offline synthetic market, then open the Dagster UI on http://127.0.0.1:${PORT:-3000}, with the
-# drift reports served on http://127.0.0.1:${REPORTS_PORT:-3001} (linked from feature_drift).
+# drift reports served on http://127.0.0.1:${REPORTS_PORT:-3001} (linked from feature_drift) and the
+# prediction service on http://127.0.0.1:${API_PORT:-3002} (python -m crypto_assets.serve, linked from model_champions).
 # QUICKSTART_NO_UI=1 stops after the materializations (used by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +13,15 @@ export DAGSTER_HOME="$PWD/.local/dagster_home"
 # Dagster's backfill bookkeeping settings, for the webserver and daemon of `dagster dev` too.
 eval "$(.venv/bin/python -m crypto_assets.instance --print-env)"
 export CRYPTO_ASSETS_REPORTS_URL="${CRYPTO_ASSETS_REPORTS_URL:-http://127.0.0.1:${REPORTS_PORT:-3001}}"
+export CRYPTO_ASSETS_API_URL="${CRYPTO_ASSETS_API_URL:-http://127.0.0.1:${API_PORT:-3002}}"
 .venv/bin/python -m crypto_assets.quickstart "$@"
 if [ "${QUICKSTART_NO_UI:-0}" != "1" ]; then
   .venv/bin/python -m crypto_assets.report_server --port "${REPORTS_PORT:-3001}" &
   reports=$!
-  trap 'kill "$reports" 2>/dev/null || true' EXIT
+  .venv/bin/python -m crypto_assets.serve --port "${API_PORT:-3002}" &
+  api=$!
+  trap 'kill "$reports" "$api" 2>/dev/null || true' EXIT
+  echo "Serving predictions on http://127.0.0.1:${API_PORT:-3002} (/health, /version, /v1/forecasts, /v1/score, /metrics)"
   echo "Opening the Dagster UI on http://127.0.0.1:${PORT:-3000} (Ctrl-C to stop)"
   .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}"
 fi
