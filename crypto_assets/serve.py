@@ -88,7 +88,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 3002
 POLL_INTERVAL_S = 0.5
 MAX_BODY_BYTES = 16 * 1024
 OPEN_PATHS = frozenset({"/health"})  # every other route needs the token, when one is set
-HISTORY_CACHE_SIZE = 512  # responses of ?hours=N / ?model= kept per snapshot
+HISTORY_CACHE_BYTES = 32 * 1024 * 1024  # responses of ?hours=N / ?model= kept per snapshot, at most this much
 SCORE_BODY_KEYS = frozenset({"features", "coin_id", "partition_hour"})
 _FEATURE_SET = frozenset(FEATURE_NAMES)
 _HOURS = re.compile(r"^[0-9]{1,4}$")
@@ -156,6 +156,7 @@ class ServingState:
     latest_by_coin: dict[str, bytes] = field(default_factory=dict)
     version_body: bytes = b""
     cache: dict = field(default_factory=dict)
+    cache_bytes: int = 0
 
     def data_age(self, now: float) -> float | None:
         return None if self.latest_hour_end is None else now - self.latest_hour_end
@@ -193,9 +194,12 @@ class ServingState:
         key = (coin, hours, model)
         body = self.cache.get(key)
         if body is None:
-            if len(self.cache) >= HISTORY_CACHE_SIZE:
+            body = _dumps(self.forecast_payload(coin, hours, model))[1:]
+            if self.cache_bytes + len(body) > HISTORY_CACHE_BYTES:
                 self.cache.clear()
-            body = self.cache[key] = _dumps(self.forecast_payload(coin, hours, model))[1:]
+                self.cache_bytes = 0
+            self.cache[key] = body
+            self.cache_bytes += len(body)
         return body
 
 
