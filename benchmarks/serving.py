@@ -232,8 +232,13 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def drive(port: int, requests: list[tuple[str, bytes]], concurrency: int) -> dict:
-    """Send every request (route label, bytes) over ``concurrency`` connections; latency and status of each."""
+async def drive(
+    port: int, requests: list[tuple[str, bytes]], concurrency: int, expect: bytes = b'{"data_age_s":'
+) -> dict:
+    """Send every request (route label, bytes) over ``concurrency`` connections; latency of each, and errors.
+
+    An error is a status other than 200, a body not starting with ``expect``, a timeout or a broken connection.
+    """
     results: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     queue = iter(requests)
@@ -245,7 +250,7 @@ async def drive(port: int, requests: list[tuple[str, bytes]], concurrency: int) 
             try:
                 async with asyncio.timeout(10):
                     status, body = await connection.ask(request)
-                ok = status == 200 and body.startswith(b'{"data_age_s":')
+                ok = status == 200 and body.startswith(expect)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
                 connection.close()

@@ -39,12 +39,13 @@ hand).
 
 **Why Starlette on uvicorn, not FastAPI.** Measured on this 2-core machine with the same uvicorn
 (httptools, uvloop) and the same load generator beside it (32 keep-alive connections, 20,000
-requests): a route returning precomputed JSON answered 8,651 requests/s with Starlette and 5,158
-with FastAPI 0.165 (−40%); a route validating a 53-feature payload 6,758 vs 3,640 (−46%).
-FastAPI's dependency injection and pydantic models cost more per request than the whole handler
-does here, and the validation this API needs (unknown and missing features named, non-finite
-values refused) is a loop over the feature spec either way. Starlette comes with dagster-webserver
-(the same pinned version); FastAPI would add a dependency for an OpenAPI page.
+requests), twice: a route returning precomputed JSON answered 8,651 and 4,020 requests/s with
+Starlette, 5,158 and 2,852 with FastAPI 0.165 (−40%, −29%; load averages 6.8 and 10.5 from other
+work); a route validating a 53-feature payload 6,758 and 3,365 against 3,640 and 1,467 (−46%,
+−56%). FastAPI's dependency injection and pydantic models cost more per request than the whole
+handler does here, and the validation this API needs (unknown and missing features named,
+non-finite values refused) is a loop over the feature spec either way. Starlette comes with
+dagster-webserver (the same pinned version); FastAPI would add a dependency for an OpenAPI page.
 
 **Who may ask.** It binds 127.0.0.1 unless ``--host`` says otherwise. With
 ``CRYPTO_ASSETS_API_TOKEN`` set (read once at start, never logged or returned), every route but
