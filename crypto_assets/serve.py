@@ -79,6 +79,7 @@ from crypto_assets.settings import (
     API_STALE_AFTER_ENV,
     API_TOKEN_ENV,
     SERVING_HISTORY_HOURS_ENV,
+    SettingsError,
     read_api_token,
     read_settings,
 )
@@ -889,8 +890,11 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, got {args.port}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = read_settings()
-    token = read_api_token()
+    try:
+        settings = read_settings()
+        token = read_api_token()
+    except SettingsError as exc:  # one line naming the variable, never its value
+        parser.exit(2, f"crypto_assets.serve: {exc}\n")
     if token is None and not _is_loopback(args.host):
         log.warning("listening on %s without %s: anyone who can reach it may ask", args.host, API_TOKEN_ENV)
 
