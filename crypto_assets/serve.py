@@ -37,15 +37,16 @@ service keeps serving the last good snapshot, every response says its age, and `
 read-only at once, it builds one (``python -m crypto_assets.serving_snapshot`` does the same by
 hand).
 
-**Why Starlette on uvicorn, not FastAPI.** Measured on this 2-core machine with the same uvicorn
-(httptools, uvloop) and the same load generator beside it (32 keep-alive connections, 20,000
-requests), twice: a route returning precomputed JSON answered 8,651 and 4,020 requests/s with
-Starlette, 5,158 and 2,852 with FastAPI 0.165 (−40%, −29%; load averages 6.8 and 10.5 from other
-work); a route validating a 53-feature payload 6,758 and 3,365 against 3,640 and 1,467 (−46%,
-−56%). FastAPI's dependency injection and pydantic models cost more per request than the whole
-handler does here, and the validation this API needs (unknown and missing features named,
-non-finite values refused) is a loop over the feature spec either way. Starlette comes with
-dagster-webserver (the same pinned version); FastAPI would add a dependency for an OpenAPI page.
+**Why Starlette on uvicorn, not FastAPI.** Measured (``benchmarks/serving_frameworks.py``: the
+service's two hot paths under each framework, the same uvicorn with httptools and uvloop, the same
+load generator beside it on this 2-core machine), three times at load averages of 6.8 to 10.5 from
+other work: the route returning precomputed JSON answered 4,020–8,651 requests/s with Starlette
+and 29–54% fewer with FastAPI 0.165 (last run: 5,891 vs 2,737); the route validating a 53-feature
+payload 46–56% fewer (2,756 vs 1,277). FastAPI's dependency injection and pydantic models cost
+more per request than the whole handler does here, and the validation this API needs (unknown
+and missing features named, non-finite values refused) is a loop over the feature spec either
+way. Starlette comes with dagster-webserver (the same pinned version); FastAPI would add a
+dependency for an OpenAPI page.
 
 **Who may ask.** It binds 127.0.0.1 unless ``--host`` says otherwise. With
 ``CRYPTO_ASSETS_API_TOKEN`` set (read once at start, never logged or returned), every route but
