@@ -3,7 +3,8 @@
 ``read_settings()`` validates each variable and fails in one line naming it. Secrets (the
 CoinGecko API key, the alert webhook URL) are never read into a value here: the resources that
 use them get a ``dg.EnvVar``, so Dagster resolves them at run time and the UI shows the variable's
-name, never its value (``crypto_assets/resources.py``).
+name, never its value (``crypto_assets/resources.py``). The prediction service's bearer token is
+read by ``read_api_token()``, once, by the service at start (``crypto_assets/serve.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ DRIFT_COOLDOWN_ENV = "CRYPTO_ASSETS_DRIFT_COOLDOWN_HOURS"
 COINGECKO_API_KEY_ENV = "COINGECKO_API_KEY"
 COINGECKO_API_PLAN_ENV = "COINGECKO_API_PLAN"
 COINGECKO_BASE_URL_ENV = "COINGECKO_BASE_URL"
+# The prediction service (python -m crypto_assets.serve) and the snapshot the pipeline writes for it.
+SERVING_SNAPSHOT_ENV = "CRYPTO_ASSETS_SERVING_SNAPSHOT_PATH"
+SERVING_HISTORY_HOURS_ENV = "CRYPTO_ASSETS_SERVING_HISTORY_HOURS"
+API_STALE_AFTER_ENV = "CRYPTO_ASSETS_API_STALE_AFTER_S"
+API_URL_ENV = "CRYPTO_ASSETS_API_URL"
+API_TOKEN_ENV = "CRYPTO_ASSETS_API_TOKEN"
 
 DEFAULT_SOURCE = {"local": "synthetic", "prod": "coingecko"}
 DEFAULT_DUCKDB_PATH = ".local/crypto_assets.duckdb"
@@ -37,6 +44,10 @@ PARTITIONS_START_FILE = Path(".local/partitions_start")
 DEFAULT_REPORTS_DIR = ".local/reports"
 DEFAULT_DRIFT_COOLDOWN_HOURS = 6.0
 DAY_FMT = "%Y-%m-%d"
+DEFAULT_SERVING_HISTORY_HOURS = 168  # the scored hours the snapshot carries: the bound of ?hours=N
+MAX_SERVING_HISTORY_HOURS = 24 * 31
+DEFAULT_API_STALE_AFTER_S = 2 * 3600.0  # the hourly run scores an hour ~5 minutes after it ends
+MIN_API_TOKEN_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -57,6 +68,39 @@ class Settings:
     coingecko_base_url: str | None  # None: the client's default
     coingecko_api_plan: str
     coingecko_api_key_set: bool
+    serving_snapshot_path: Path | None  # absolute; None: beside the warehouse file (snapshot_path_for)
+    serving_history_hours: int
+    api_stale_after_s: float  # the service says it is degraded when its newest scored hour ended longer ago
+    api_url: str | None  # http(s) address of the prediction service, for links in the UI
+    api_token_set: bool  # the token itself: read_api_token(), only by the service at start
+
+    def snapshot_path_for(self, database: str) -> Path:
+        """The serving snapshot of the warehouse file ``database``: the setting, or else beside that file."""
+        return self.serving_snapshot_path or default_serving_snapshot_path(database)
+
+
+def default_serving_snapshot_path(duckdb_path: str) -> Path:
+    """Beside the warehouse file: ``.local/crypto_assets.duckdb`` -> ``.local/crypto_assets.serving-snapshot.zip``."""
+    database = Path(duckdb_path).expanduser()
+    return (database.parent / f"{database.stem}.serving-snapshot.zip").resolve()
+
+
+def read_api_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token the prediction service requires (``CRYPTO_ASSETS_API_TOKEN``), or None when unset.
+
+    Read by the service once at start and kept only there; never part of :class:`Settings` (whose
+    values are printed and logged), and the error never shows the value.
+    """
+    env = os.environ if environ is None else environ
+    token = env.get(API_TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_API_TOKEN_LENGTH or any(c.isspace() or not c.isprintable() or not c.isascii() for c in token):
+        raise SettingsError(
+            f"{API_TOKEN_ENV} must be at least {MIN_API_TOKEN_LENGTH} printable ASCII characters without spaces "
+            f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'); the value is not shown"
+        )
+    return token
 
 
 def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +139,26 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if plan not in ("demo", "pro"):
         raise SettingsError(f"{COINGECKO_API_PLAN_ENV} must be demo or pro, got {plan!r}")
     csv_paths = get(CSV_PATHS_ENV)
+    history_raw = get(SERVING_HISTORY_HOURS_ENV)
+    try:
+        history_hours = DEFAULT_SERVING_HISTORY_HOURS if history_raw is None else int(history_raw)
+    except ValueError:
+        raise SettingsError(
+            f"{SERVING_HISTORY_HOURS_ENV} must be a whole number of hours, got {history_raw!r}"
+        ) from None
+    if not 1 <= history_hours <= MAX_SERVING_HISTORY_HOURS:
+        raise SettingsError(f"{SERVING_HISTORY_HOURS_ENV} must be 1..{MAX_SERVING_HISTORY_HOURS}, got {history_hours}")
+    stale_raw = get(API_STALE_AFTER_ENV)
+    try:
+        stale_after = DEFAULT_API_STALE_AFTER_S if stale_raw is None else float(stale_raw)
+    except ValueError:
+        raise SettingsError(f"{API_STALE_AFTER_ENV} must be a number of seconds > 0, got {stale_raw!r}") from None
+    if not 0 < stale_after < float("inf"):  # also refuses nan
+        raise SettingsError(f"{API_STALE_AFTER_ENV} must be a number of seconds > 0, got {stale_raw!r}")
+    api_url = get(API_URL_ENV)
+    if api_url and not api_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{API_URL_ENV} must be an http(s) URL, got {api_url!r}")
+    snapshot_path = get(SERVING_SNAPSHOT_ENV)
     return Settings(
         deployment=deployment,
         source=get(SOURCE_ENV) or DEFAULT_SOURCE[deployment],
@@ -108,4 +172,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         coingecko_base_url=get(COINGECKO_BASE_URL_ENV),
         coingecko_api_plan=plan,
         coingecko_api_key_set=get(COINGECKO_API_KEY_ENV) is not None,
+        serving_snapshot_path=Path(snapshot_path).expanduser().resolve() if snapshot_path else None,
+        serving_history_hours=history_hours,
+        api_stale_after_s=stale_after,
+        api_url=api_url.rstrip("/") if api_url else None,
+        api_token_set=get(API_TOKEN_ENV) is not None,
     )

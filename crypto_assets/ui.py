@@ -1,7 +1,7 @@
 """Start what a user browses after the quickstart, and stop all of it together.
 
-``python -m crypto_assets.ui [--port 3000] [--reports-port 3001]`` runs ``dagster dev`` (webserver,
-daemon, code server) and the report server side by side. Ctrl-C or SIGTERM stops every one of
+``python -m crypto_assets.ui [--port 3000] [--reports-port 3001] [--api-port 3002]`` runs ``dagster dev``
+(webserver, daemon, code server), the report server and the prediction service side by side. Ctrl-C or SIGTERM stops every one of
 them and their children, and so does any of them exiting: nothing is left running in the
 background. (A shell started without job control ignores SIGINT in its background children, and
 ``dagster dev`` handles SIGTERM through its SIGINT handler: each child gets default SIGINT back.)
@@ -63,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     parser.add_argument("--reports-port", type=int, default=int(os.environ.get("REPORTS_PORT", "3001")))
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", "3002")))
     args = parser.parse_args(argv)
     bin_dir = Path(sys.executable).parent
     dagster = str(bin_dir / "dagster") if (bin_dir / "dagster").exists() else "dagster"
     commands = [
         [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.port)],
         [sys.executable, "-m", "crypto_assets.report_server", "--port", str(args.reports_port)],
+        [sys.executable, "-m", "crypto_assets.serve", "--port", str(args.api_port)],
     ]
     stopping = False
 
@@ -79,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     children = [start(c) for c in commands]
-    print(f"Dagster UI on http://127.0.0.1:{args.port}, drift reports on http://127.0.0.1:{args.reports_port} "
-          "(Ctrl-C to stop)", flush=True)  # fmt: skip
+    print(f"Dagster UI on http://127.0.0.1:{args.port}, reports on http://127.0.0.1:{args.reports_port}, "
+          f"predictions on http://127.0.0.1:{args.api_port} (/health, /version, /v1/forecasts, /v1/score, /metrics); "
+          "Ctrl-C to stop", flush=True)  # fmt: skip
     code = 0
     while not stopping:
         exited = [c for c in children if c.poll() is not None]

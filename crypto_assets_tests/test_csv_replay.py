@@ -28,9 +28,9 @@ from crypto_assets.market.schema import (
     SNAPSHOT_COLUMNS,
     empty_snapshots,
 )
+from crypto_assets.market.sources import CsvReplayMarket
 from crypto_assets.market.synthetic import synthetic_window
 from crypto_assets.market.universe import default_universe
-from crypto_assets.market.sources import CsvReplayMarket
 
 SHARED_MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: set up, materialize a recent window of partitions through every asset on the
 # offline synthetic market, then open the Dagster UI on http://127.0.0.1:${PORT:-3000}, with the
-# drift reports and evaluation charts served on http://127.0.0.1:${REPORTS_PORT:-3001}.
+# drift reports and evaluation charts served on http://127.0.0.1:${REPORTS_PORT:-3001} and the
+# prediction service on http://127.0.0.1:${API_PORT:-3002} (linked from model_champions).
 # QUICKSTART_NO_UI=1 stops after the materializations (used by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,10 @@ export DAGSTER_HOME="$PWD/.local/dagster_home"
 # Dagster's backfill bookkeeping settings, for the webserver and daemon of `dagster dev` too.
 eval "$(.venv/bin/python -m crypto_assets.instance --print-env)"
 export CRYPTO_ASSETS_REPORTS_URL="${CRYPTO_ASSETS_REPORTS_URL:-http://127.0.0.1:${REPORTS_PORT:-3001}}"
+export CRYPTO_ASSETS_API_URL="${CRYPTO_ASSETS_API_URL:-http://127.0.0.1:${API_PORT:-3002}}"
 .venv/bin/python -m crypto_assets.quickstart "$@"
 if [ "${QUICKSTART_NO_UI:-0}" != "1" ]; then
-  # dagster dev and the report server, stopped together on Ctrl-C or SIGTERM.
-  exec .venv/bin/python -m crypto_assets.ui --port "${PORT:-3000}" --reports-port "${REPORTS_PORT:-3001}"
+  # dagster dev, the report server and the prediction service, stopped together on Ctrl-C or SIGTERM.
+  exec .venv/bin/python -m crypto_assets.ui --port "${PORT:-3000}" --reports-port "${REPORTS_PORT:-3001}" \
+    --api-port "${API_PORT:-3002}"
 fi

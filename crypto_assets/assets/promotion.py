@@ -20,7 +20,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from crypto_assets import registry
+from crypto_assets import registry, serving_snapshot
 from crypto_assets.assets.evaluations import evaluation_key
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
 from crypto_assets.metadata import table
@@ -330,6 +330,8 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
     with warehouse.connect() as conn:
         decision = decide(conn, context.instance, config, context.run.run_id)
         story = champion_story(conn)
+        if decision.changed:
+            serving_snapshot.publish(conn, warehouse.database, context.log)  # the service switches within seconds
     context.log.info(f"{config.model_name}: {decision.summary}")
     last = decision.events[-1] if decision.events else None
     metadata = {
@@ -340,6 +342,7 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
         **({"reason": dg.MetadataValue.md(last["reason"])} if last else {}),
         **({"gate_results": table(_gate_frame(decision.gates))} if decision.gates else {}),
         **story,
+        **serving_snapshot.api_link_metadata(),
     }
     if decision.changed:
         yield dg.MaterializeResult(metadata=metadata)

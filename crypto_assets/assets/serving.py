@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from crypto_assets import registry
+from crypto_assets import registry, serving_snapshot
 from crypto_assets.assets.features import FEATURES_KEY, LABELS_KEY
 from crypto_assets.assets.promotion import CHAMPION_KEY
 from crypto_assets.feature_spec import FEATURE_SPEC_VERSION
@@ -25,6 +25,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import add_partition_metadata, markdown_preview, partition_days, rounded, table
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
+from crypto_assets.ml.scoring import score_rows as model_scores
 from crypto_assets.partitions import daily_data_partitions, observed_window
 from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
@@ -72,9 +73,10 @@ _LIVE_SQL = "scored_at <= partition_hour + INTERVAL 1 HOUR + to_seconds(?)"
 
 
 def score_rows(family: ModelFamily, role: str, version: registry.ModelVersion, model, features):
-    """One model's scores of feature rows, as serving.model_scores rows: the one scoring path, batch or on request."""
+    """One model's scores of feature rows, as serving.model_scores rows (through the scoring path the service uses)."""
     import pandas as pd
 
+    scores, flags = model_scores(model, features)
     return pd.DataFrame(
         {
             "model_name": family.name,
@@ -82,8 +84,8 @@ def score_rows(family: ModelFamily, role: str, version: registry.ModelVersion, m
             "version_id": version.version_id,
             "coin_id": features["coin_id"],
             "partition_hour": features["partition_hour"],
-            "score": model.scores(features) if len(features) else [],
-            "flagged": model.flags(features) if len(features) else [],
+            "score": scores,
+            "flagged": flags,
         }
     )
 
@@ -172,6 +174,7 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
             ]
             with transaction(conn):
                 replace_scores(conn, family, pd.concat(parts, ignore_index=True), start, end, now)
+            serving_snapshot.publish(conn, warehouse.database, context.log)  # what the prediction service answers
             stored = conn.execute(
                 """
                 SELECT strftime(s.partition_hour, '%Y-%m-%d') AS day, s.role, s.version_id, s.coin_id, f.symbol,
