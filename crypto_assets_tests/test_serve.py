@@ -139,14 +139,18 @@ def register_fitted(warehouse: Warehouse, name: str, params: dict) -> str:
     start, end = datetime(2026, 3, 8), datetime(2026, 3, 15)
     with warehouse.connect() as conn:
         rows = family.usable_rows(load_rows(conn, start, end))
-        version = registry.register_version(
+        version, _ = registry.register_version(
             conn,
             model_name=name,
             model=family.fit(rows, params),
             features=list(family.features),
             params=params,
             lineage=registry.Lineage(
-                split_id=DAY, feature_spec_version=FEATURE_SPEC_VERSION, train_start=start, train_end=end
+                split_id=DAY,
+                feature_spec_version=FEATURE_SPEC_VERSION,
+                train_start=start,
+                train_end=end,
+                training_frame_sha256=f"{name}-{sorted(params.items())}",  # one version per recipe here
             ),
             metrics={},
             run_id=None,
