@@ -1,0 +1,126 @@
+"""Fixtures and helpers for the cluster deployment's tests: a throwaway DuckLake warehouse on PostgreSQL,
+RabbitMQ reachability, and Celery workers started and stopped by the tests themselves.
+
+Like conftest's Postgres pattern: a service that cannot be reached skips the test with the reason,
+and under CI=true fails it (CI starts every service, so a skip there would hide a broken setup).
+Import the fixtures into a test module to use them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER_HOST, BROKER_PORT = "127.0.0.1", 5672
+
+
+def unavailable(what: str, why: str) -> None:
+    """Skip, or under CI=true fail: CI has every service up, so a missing one is a broken setup."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {what} is needed and cannot be skipped. {why}")
+    pytest.skip(f"{what} is not reachable, test skipped: {why}")
+
+
+def postgres_base_url() -> str:
+    """The server of DAGSTER_PG_URL (or the default), checked; skip or fail when it does not answer."""
+    from crypto_assets import instance as instance_setup
+
+    url = instance_setup.postgres_url()
+    try:
+        instance_setup.ensure_database(url)
+    except instance_setup.InstanceSetupError as exc:
+        unavailable("PostgreSQL", str(exc))
+    return url.rsplit("/", 1)[0]
+
+
+def new_lake_catalog(prefix: str = "crypto_assets_lake_test") -> tuple[str, str]:
+    """A new, empty Postgres database for a DuckLake catalog: (SQLAlchemy URL to drop it, libpq URL for DuckLake)."""
+    from crypto_assets import instance as instance_setup
+
+    url = f"{postgres_base_url()}/{prefix}_{uuid.uuid4().hex[:12]}"
+    instance_setup.ensure_database(url)
+    return url, url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+@pytest.fixture(name="lake_warehouse")
+def lake_warehouse_fixture(tmp_path):
+    """A DuckLake warehouse on a throwaway Postgres catalog and a temporary data folder."""
+    from crypto_assets import instance as instance_setup
+    from crypto_assets.lake import LakeWarehouse
+
+    url, catalog = new_lake_catalog()
+    yield LakeWarehouse(catalog=catalog, data_path=str(tmp_path / "lake"))
+    instance_setup.drop_database(url)
+
+
+def require_broker() -> str:
+    """The RabbitMQ broker URL, after checking it accepts connections."""
+    try:
+        socket.create_connection((BROKER_HOST, BROKER_PORT), timeout=3).close()
+    except OSError as exc:
+        unavailable("RabbitMQ", f"{BROKER_HOST}:{BROKER_PORT}: {exc}")
+    return f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}//"
+
+
+class Workers:
+    """Celery workers started with dagster-celery's CLI, each in its own process group (so a kill takes
+    its pool children too), stopped and waited for at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path, concurrency: int = 1):
+        self.env, self.logs, self.concurrency = env, logs, concurrency
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        from crypto_assets.cluster import worker_command
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            worker_command(name, concurrency=self.concurrency, python=sys.executable),
+            cwd=ROOT,
+            env=self.env,
+            stdout=(self.logs / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until every worker's log says it is ready (connected to the broker, tasks registered)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            texts = {n: (self.logs / f"{n}.log").read_text() for n in self.processes}
+            if all(" ready." in t for t in texts.values()):
+                return
+            dead = {n: t[-2000:] for n, t in texts.items() if self.processes[n].poll() is not None}
+            assert not dead, f"a worker exited: {dead}"
+            time.sleep(0.5)
+        raise AssertionError(f"workers not ready within {timeout_s}s: {self.tail()}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the worker and its pool children at once: the machine is gone."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait(timeout=30)
+
+    def tail(self, chars: int = 3000) -> dict[str, str]:
+        return {n: (self.logs / f"{n}.log").read_text()[-chars:] for n in self.processes}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
