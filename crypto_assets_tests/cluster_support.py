@@ -124,3 +124,95 @@ class Workers:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+
+
+class LocalCluster:
+    """The cluster deployment on this machine: a Postgres instance and DuckLake catalog (throwaway
+    databases), ``dagster-daemon`` for the run queue and backfills, and Celery workers.
+
+    ``env`` is the environment every process of the deployment gets; the caller's process needs
+    DAGSTER_PG_URL from it too to read the instance (``instance()``).
+    """
+
+    def __init__(self, folder: Path, *, start: str, days_per_run: int, coins: int = 20, concurrency: int = 2):
+        from crypto_assets import instance as instance_setup
+
+        self.folder = folder
+        self.broker = require_broker()
+        self._urls = []
+        pg_url = f"{postgres_base_url()}/crypto_assets_cluster_{uuid.uuid4().hex[:12]}"
+        instance_setup.ensure_database(pg_url)
+        lake_url, self.catalog = new_lake_catalog("crypto_assets_lake_cluster")
+        self._urls = [pg_url, lake_url]
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # dagster-celery runs `celery`
+            "DAGSTER_DEPLOYMENT": "cluster",
+            "DAGSTER_HOME": str(folder / "dagster_home"),
+            "DAGSTER_PG_URL": pg_url,
+            "CRYPTO_ASSETS_LAKE_CATALOG": self.catalog,
+            "CRYPTO_ASSETS_LAKE_DATA_PATH": str(folder / "lake"),
+            "CRYPTO_ASSETS_PARTITIONS_START": start,
+            "CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN": str(days_per_run),
+            "CRYPTO_ASSETS_UNIVERSE_SIZE": str(coins),
+            "CRYPTO_ASSETS_REPORTS_DIR": str(folder / "reports"),
+        }
+        self.env.pop("CRYPTO_ASSETS_WAREHOUSE", None)
+        subprocess.run(
+            [sys.executable, "-m", "crypto_assets.instance", "--home", self.env["DAGSTER_HOME"]],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.workers = Workers(self.env, folder / "logs", concurrency=concurrency)
+        self.daemon: subprocess.Popen | None = None
+
+    def start(self, workers: int = 2) -> LocalCluster:
+        for i in range(workers):
+            self.workers.start(f"worker-{i + 1}")
+        log = (self.folder / "logs" / "daemon.log").open("w")
+        self.daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.wait_ready()
+        return self
+
+    def run(self, *args: str) -> str:
+        """A command of the deployment (``python -m ...`` or a dagster CLI) in its environment; its stdout."""
+        done = subprocess.run(list(args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def instance(self):
+        import dagster as dg
+
+        os.environ["DAGSTER_PG_URL"] = self.env["DAGSTER_PG_URL"]
+        return dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+
+    def warehouse(self):
+        from crypto_assets.lake import LakeWarehouse
+
+        return LakeWarehouse(catalog=self.catalog, data_path=self.env["CRYPTO_ASSETS_LAKE_DATA_PATH"])
+
+    def stop(self) -> None:
+        self.workers.stop()
+        if self.daemon is not None and self.daemon.poll() is None:
+            os.killpg(self.daemon.pid, signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.daemon.pid, signal.SIGKILL)
+                self.daemon.wait(timeout=30)
+
+    def drop(self) -> None:
+        from crypto_assets import instance as instance_setup
+
+        for url in self._urls:
+            instance_setup.drop_database(url)

@@ -22,7 +22,7 @@ from crypto_assets.feature_spec import (
 )
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import column_schema, markdown_preview
-from crypto_assets.partitions import daily_data_partitions
+from crypto_assets.partitions import daily_data_partitions, data_backfill_policy
 from crypto_assets.warehouse import Warehouse, replace_window_with_query, transaction
 
 FEATURES_KEY = dg.AssetKey("coin_features")
@@ -60,7 +60,7 @@ def time_pieces(start: datetime, end: datetime, step: timedelta) -> list[tuple[d
         )
     ],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="features",
     kinds={"duckdb", "sql"},
@@ -199,7 +199,7 @@ def coin_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         )
     ],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="features",
     kinds={"duckdb", "sql"},

@@ -20,7 +20,7 @@ from crypto_assets.market.schema import (
 )
 from crypto_assets.market.sources import MarketSource
 from crypto_assets.metadata import column_schema, count_table, markdown_preview
-from crypto_assets.partitions import daily_data_partitions, observed_window
+from crypto_assets.partitions import daily_data_partitions, data_backfill_policy, observed_window
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
 SNAPSHOTS = dg.AssetKey("market_snapshots")
@@ -93,7 +93,7 @@ _CHECK_SPECS = [
     ],
     check_specs=_CHECK_SPECS,
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
 )
 def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, market_source: MarketSource):

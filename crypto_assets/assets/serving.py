@@ -20,7 +20,7 @@ from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import markdown_preview
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
-from crypto_assets.partitions import daily_data_partitions
+from crypto_assets.partitions import daily_data_partitions, data_backfill_policy
 from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
@@ -72,7 +72,7 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
         key=score_key(family),
         deps=[FEATURES_KEY, CHAMPION_KEY],
         partitions_def=daily_data_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=data_backfill_policy,
         pool="duckdb_writer",
         group_name="serving",
         kinds=family.kinds | {"python"},
@@ -164,7 +164,7 @@ scoring_assets = [build_scoring_asset(f) for f in MODEL_FAMILIES]
     key=OUTCOMES_KEY,
     deps=[*(score_key(f) for f in JUDGED_FAMILIES), LABELS_KEY],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="serving",
     kinds={"duckdb", "sql"},
