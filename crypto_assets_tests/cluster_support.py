@@ -134,31 +134,50 @@ class LocalCluster:
     DAGSTER_PG_URL from it too to read the instance (``instance()``).
     """
 
-    def __init__(self, folder: Path, *, start: str, days_per_run: int, coins: int = 20, concurrency: int = 2):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        start: str,
+        days_per_run: int = 30,
+        coins: int = 20,
+        concurrency: int = 2,
+        deployment: str = "cluster",
+    ):
+        """``deployment="local"`` is the embedded default for comparison: SQLite instance, one DuckDB
+        file, in-process steps, no workers (``start(workers=0)``)."""
         from crypto_assets import instance as instance_setup
 
-        self.folder = folder
-        self.broker = require_broker()
-        self._urls = []
-        pg_url = f"{postgres_base_url()}/crypto_assets_cluster_{uuid.uuid4().hex[:12]}"
-        instance_setup.ensure_database(pg_url)
-        lake_url, self.catalog = new_lake_catalog("crypto_assets_lake_cluster")
-        self._urls = [pg_url, lake_url]
+        self.folder, self.deployment = folder, deployment
+        self._urls: list[str] = []
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # dagster-celery runs `celery`
-            "DAGSTER_DEPLOYMENT": "cluster",
+            "DAGSTER_DEPLOYMENT": deployment,
             "DAGSTER_HOME": str(folder / "dagster_home"),
-            "DAGSTER_PG_URL": pg_url,
-            "CRYPTO_ASSETS_LAKE_CATALOG": self.catalog,
-            "CRYPTO_ASSETS_LAKE_DATA_PATH": str(folder / "lake"),
             "CRYPTO_ASSETS_PARTITIONS_START": start,
-            "CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN": str(days_per_run),
             "CRYPTO_ASSETS_UNIVERSE_SIZE": str(coins),
             "CRYPTO_ASSETS_REPORTS_DIR": str(folder / "reports"),
+            "CRYPTO_ASSETS_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
         }
-        self.env.pop("CRYPTO_ASSETS_WAREHOUSE", None)
+        for name in ("CRYPTO_ASSETS_WAREHOUSE", "CRYPTO_ASSETS_SOURCE", "CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN"):
+            self.env.pop(name, None)
+        self.catalog = None
+        if deployment == "cluster":
+            self.broker = require_broker()
+            pg_url = f"{postgres_base_url()}/crypto_assets_cluster_{uuid.uuid4().hex[:12]}"
+            instance_setup.ensure_database(pg_url)
+            lake_url, self.catalog = new_lake_catalog("crypto_assets_lake_cluster")
+            self._urls = [pg_url, lake_url]
+            self.env.update(
+                {
+                    "DAGSTER_PG_URL": pg_url,
+                    "CRYPTO_ASSETS_LAKE_CATALOG": self.catalog,
+                    "CRYPTO_ASSETS_LAKE_DATA_PATH": str(folder / "lake"),
+                    "CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN": str(days_per_run),
+                }
+            )
         subprocess.run(
             [sys.executable, "-m", "crypto_assets.instance", "--home", self.env["DAGSTER_HOME"]],
             cwd=ROOT,
@@ -172,6 +191,7 @@ class LocalCluster:
     def start(self, workers: int = 2) -> LocalCluster:
         for i in range(workers):
             self.workers.start(f"worker-{i + 1}")
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         log = (self.folder / "logs" / "daemon.log").open("w")
         self.daemon = subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
@@ -181,24 +201,29 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.workers.wait_ready()
+        if workers:
+            self.workers.wait_ready()
         return self
 
     def run(self, *args: str) -> str:
         """A command of the deployment (``python -m ...`` or a dagster CLI) in its environment; its stdout."""
-        done = subprocess.run(list(args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(list(args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
     def instance(self):
         import dagster as dg
 
-        os.environ["DAGSTER_PG_URL"] = self.env["DAGSTER_PG_URL"]
+        if "DAGSTER_PG_URL" in self.env:
+            os.environ["DAGSTER_PG_URL"] = self.env["DAGSTER_PG_URL"]
         return dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
 
     def warehouse(self):
         from crypto_assets.lake import LakeWarehouse
+        from crypto_assets.warehouse import Warehouse
 
+        if self.catalog is None:
+            return Warehouse(database=self.env["CRYPTO_ASSETS_DUCKDB_PATH"])
         return LakeWarehouse(catalog=self.catalog, data_path=self.env["CRYPTO_ASSETS_LAKE_DATA_PATH"])
 
     def stop(self) -> None:
