@@ -155,7 +155,7 @@ class LakeWarehouse(Warehouse):
                 _INSTANCES[key] = instance
             conn = _INSTANCES[key].cursor()
         conn.execute(f"USE {CATALOG_ALIAS}")
-        return conn
+        return _LakeConnection(conn)
 
     def _attach(self) -> duckdb.DuckDBPyConnection:
         conn = duckdb.connect(":memory:", config=dict(self.connection_config))
@@ -192,6 +192,23 @@ class LakeWarehouse(Warehouse):
                     raise
                 dg.get_dagster_logger().info(f"lake layout created by another process, looking again: {exc}")
                 time.sleep(0.2 * attempt)
+
+
+class _LakeConnection:
+    """A lake connection whose cursors use the lake too: DuckDB starts every new connection of an
+    instance in its in-memory default database, and ``USE`` holds for one connection only
+    (``warehouse.query_frame`` reads through a cursor)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self._conn = conn
+
+    def cursor(self) -> _LakeConnection:
+        cursor = self._conn.cursor()
+        cursor.execute(f"USE {CATALOG_ALIAS}")
+        return _LakeConnection(cursor)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
 
 
 # One DuckDB instance per process and lake (see LakeWarehouse._open).

@@ -310,3 +310,45 @@ def test_the_cluster_deployment_defaults_to_the_lake_and_chunked_backfills():
     assert "postgres" not in repr(settings)  # the catalog string is kept out of reprs
     local = read_settings({})
     assert local.warehouse == "file" and local.backfill_days_per_run is None
+
+
+def test_the_daily_training_path_runs_on_the_lake(lake_warehouse, tmp_path):
+    """Splits, candidates (registry writes), evaluations and drift read and write the lake like the file."""
+    from crypto_assets.assets import candidates, drift, evaluations, splits
+    from crypto_assets.market.sources import SyntheticMarket
+    from crypto_assets.resources import DriftReports
+
+    from .conftest import PREPARED_FIRST_DAY, PREPARED_SPLITS
+
+    _materialize(lake_warehouse, range_tags(PREPARED_FIRST_DAY, PREPARED_SPLITS[-1]))
+    resources = {
+        "warehouse": lake_warehouse,
+        "market_source": SyntheticMarket(),
+        "drift_reports": DriftReports(folder=str(tmp_path / "reports")),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [
+                splits.training_splits,
+                *candidates.candidate_assets,
+                *evaluations.evaluation_assets,
+                drift.feature_drift,
+            ],
+            instance=instance,
+            resources=resources,
+            partition_key=PREPARED_SPLITS[-1],
+            raise_on_error=False,
+        )
+    failures = [
+        e.step_failure_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+        # a gate's refusal stops the step after its evaluation was stored: a decision, not a crash
+        and "blocking asset check failed" not in e.step_failure_data.error.message
+    ]
+    assert not failures, failures
+    versions = lake_warehouse.query("SELECT model_name, version_id FROM registry.model_versions ORDER BY ALL")
+    assert versions.values.tolist() == [["anomaly_detector", "v1"], ["volatility_model", "v1"]]
+    assert lake_warehouse.query("SELECT count(*) AS n FROM ml.drift_summaries")["n"].iloc[0] > 0
+    evaluated = lake_warehouse.query("SELECT DISTINCT model_name FROM ml.model_evaluations ORDER BY 1")
+    assert evaluated["model_name"].tolist() == ["anomaly_detector", "volatility_model"]
