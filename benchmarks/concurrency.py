@@ -64,6 +64,17 @@ def _step_intervals(instance, run_id: str) -> tuple[list[tuple[float, float]], l
     return intervals, waits, workers
 
 
+def _run_marks(instance, run_id: str) -> dict[str, float]:
+    """When the run was enqueued, dequeued (launched) and started, from its own events."""
+    names = {"PIPELINE_ENQUEUED": "RUN_ENQUEUED", "PIPELINE_DEQUEUED": "RUN_DEQUEUED", "PIPELINE_START": "RUN_START"}
+    marks = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is not None and event.event_type_value in names:
+            marks.setdefault(names[event.event_type_value], entry.timestamp)
+    return marks
+
+
 def _most_at_once(intervals_by_run: dict[str, list[tuple[float, float]]]) -> int:
     """The most runs that had a step running at the same moment."""
     edges = sorted(
@@ -199,17 +210,28 @@ def _wait_and_measure(cluster, backfill_id: str, began: float, args) -> dict:
         wall = time.time() - began
         records = instance.get_run_records()
         intervals, workers, hourly_wait, backfill_end = {}, set(), None, began
+        hourly_detail, failed = {}, []
         for record in records:
             run = record.dagster_run
             spans, celery_waits, ran_on = _step_intervals(instance, run.run_id)
             intervals[run.run_id] = spans
             workers |= ran_on
             if run.job_name == "hourly_ingest_and_score_job":
-                queue_wait = (
-                    record.start_time or record.create_timestamp.timestamp()
-                ) - record.create_timestamp.timestamp()
+                marks = _run_marks(instance, run.run_id)
+                created = record.create_timestamp.timestamp()
+                # Waiting for a run slot (the queue; on one DuckDB file, the writer pool) and for a
+                # Celery worker; launching the run's process is not waiting and is reported apart.
+                queue_wait = marks.get("RUN_DEQUEUED", created) - marks.get("RUN_ENQUEUED", created)
                 hourly_wait = queue_wait + sum(celery_waits)
-                hourly_started = record.create_timestamp.timestamp()
+                hourly_detail = {
+                    "queue_wait_s": round(queue_wait, 1),
+                    "worker_wait_s": round(sum(celery_waits), 1),
+                    "launch_s": round(marks.get("RUN_START", created) - marks.get("RUN_DEQUEUED", created), 1),
+                    "run_s": round((record.end_time or created) - marks.get("RUN_START", created), 1),
+                }
+                hourly_started = created
+            if run.status != dg.DagsterRunStatus.SUCCESS:
+                failed.append(f"{run.job_name} {run.tags.get('dagster/partition', '')}: {run.status.value}")
             if run.tags.get("dagster/backfill") == backfill_id and record.end_time:
                 backfill_end = max(backfill_end, record.end_time)
         statuses = [r.dagster_run.status for r in records]
@@ -226,6 +248,8 @@ def _wait_and_measure(cluster, backfill_id: str, began: float, args) -> dict:
         "backfill_status": str(backfill.status.value),
         "runs": len(timed),
         "all_succeeded": all(s == dg.DagsterRunStatus.SUCCESS for s in statuses),
+        "failed_runs": failed,
+        "hourly": hourly_detail,
         "tables": per_table,
     }
 
