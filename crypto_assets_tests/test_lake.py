@@ -352,3 +352,12 @@ def test_the_daily_training_path_runs_on_the_lake(lake_warehouse, tmp_path):
     assert lake_warehouse.query("SELECT count(*) AS n FROM ml.drift_summaries")["n"].iloc[0] > 0
     evaluated = lake_warehouse.query("SELECT DISTINCT model_name FROM ml.model_evaluations ORDER BY 1")
     assert evaluated["model_name"].tolist() == ["anomaly_detector", "volatility_model"]
+
+
+def test_a_universe_of_1000_coins_is_a_configuration_change():
+    from crypto_assets.resources import build_resources
+
+    source = build_resources(read_settings({"CRYPTO_ASSETS_UNIVERSE_SIZE": "1000"}))["market_source"]
+    coins = source.expected_coins()
+    assert source.universe_size == 1000 and len(set(coins)) == 1000
+    assert build_resources(read_settings({}))["market_source"].universe_size == 20
