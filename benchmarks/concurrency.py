@@ -219,14 +219,14 @@ def _wait_and_measure(cluster, backfill_id: str, began: float, args) -> dict:
             if run.job_name == "hourly_ingest_and_score_job":
                 marks = _run_marks(instance, run.run_id)
                 created = record.create_timestamp.timestamp()
-                # Waiting for a run slot (the queue; on one DuckDB file, the writer pool) and for a
-                # Celery worker; launching the run's process is not waiting and is reported apart.
-                queue_wait = marks.get("RUN_DEQUEUED", created) - marks.get("RUN_ENQUEUED", created)
-                hourly_wait = queue_wait + sum(celery_waits)
+                first_step = min((a for a, _ in spans), default=created)
+                # From its creation until its first step began: the queue, a pool slot or DuckDB's
+                # file lock, a Celery worker, and launching its process (seconds, on a loaded machine).
+                hourly_wait = first_step - created
                 hourly_detail = {
-                    "queue_wait_s": round(queue_wait, 1),
+                    "queue_wait_s": round(max(marks.get("RUN_DEQUEUED", created) - created, 0), 1),
+                    "launch_and_lock_s": round(marks.get("RUN_START", created) - marks.get("RUN_DEQUEUED", created), 1),
                     "worker_wait_s": round(sum(celery_waits), 1),
-                    "launch_s": round(marks.get("RUN_START", created) - marks.get("RUN_DEQUEUED", created), 1),
                     "run_s": round((record.end_time or created) - marks.get("RUN_START", created), 1),
                 }
                 hourly_started = created
