@@ -63,7 +63,7 @@ def _lake_sizes(warehouse) -> dict:
     with warehouse.connect() as conn:
         for schema, table in (("raw", "market_snapshots"), ("features", "coin_features")):
             files, size = conn.execute(
-                "SELECT count(*), sum(file_size_bytes) FROM ducklake_list_files('lake', ?, schema => ?)",
+                "SELECT count(*), sum(data_file_size_bytes) FROM ducklake_list_files('lake', ?, schema => ?)",
                 [table, schema],
             ).fetchone()
             rows = conn.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]
