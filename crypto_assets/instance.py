@@ -6,6 +6,8 @@
   offline synthetic market.
 - ``prod``: ``dagster.prod.yaml``, PostgreSQL at ``DAGSTER_PG_URL`` (default
   ``postgresql+psycopg2://postgres@127.0.0.1:5432/crypto_assets_dagster``); live CoinGecko.
+- ``cluster``: ``dagster.cluster.yaml``, PostgreSQL like prod, steps on Celery workers, the
+  warehouse on DuckLake (``crypto_assets/cluster.py``, ``crypto_assets/lake.py``).
 
 ``python -m crypto_assets.instance [--home DIR]`` copies the deployment's file into DAGSTER_HOME,
 for prod checks the URL and creates the database if it is missing, then opens the instance once
@@ -24,7 +26,8 @@ import dagster as dg
 
 from crypto_assets.settings import DEPLOYMENT_ENV, DEPLOYMENTS, read_settings
 
-INSTANCE_CONFIGS = {"local": "dagster.yaml", "prod": "dagster.prod.yaml"}
+INSTANCE_CONFIGS = {"local": "dagster.yaml", "prod": "dagster.prod.yaml", "cluster": "dagster.cluster.yaml"}
+ON_POSTGRES = ("prod", "cluster")  # deployments whose instance storage is PostgreSQL at DAGSTER_PG_URL
 PG_URL_ENV = "DAGSTER_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/crypto_assets_dagster"
 PG_DRIVER = "postgresql+psycopg2"
@@ -146,7 +149,7 @@ def prepare_home(home: Path, deployment: str | None = None) -> Path:
         raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}; got {deployment!r}")
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    if deployment == "prod":
+    if deployment in ON_POSTGRES:
         url = postgres_url()
         ensure_database(url)
         os.environ[PG_URL_ENV] = url  # dagster.prod.yaml reads it
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"crypto_assets.instance: {exc}") from None
     storage = (
         redacted(os.environ[PG_URL_ENV])
-        if (args.deployment or current_deployment()) == "prod"
+        if (args.deployment or current_deployment()) in ON_POSTGRES
         else "SQLite files in DAGSTER_HOME"
     )
     print(f"Dagster instance ready in {home} ({storage})")

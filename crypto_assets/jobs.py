@@ -18,6 +18,9 @@ hourly_ingest_and_score_job = dg.define_asset_job(
     description=(
         "Ingest the day's market snapshots so far, compute their features and score them with the current champions."
     ),
+    # The hourly deadline first: the run queue dequeues it before queued backfill runs, and on the
+    # cluster its steps go ahead of other steps waiting for a Celery worker.
+    tags={"dagster/priority": "10", "dagster-celery/run_priority": "5"},
 )
 
 hourly_labels_job = dg.define_asset_job(

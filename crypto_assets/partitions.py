@@ -19,14 +19,35 @@ import dagster as dg
 
 from crypto_assets.settings import DAY_FMT, read_settings
 
-__all__ = ["DAY", "DAY_FMT", "daily_data_partitions", "daily_partitions", "current_hour", "observed_window"]
+__all__ = [
+    "DAY",
+    "DAY_FMT",
+    "daily_data_partitions",
+    "daily_partitions",
+    "current_hour",
+    "observed_window",
+    "data_backfill_policy",
+]
 
 # The daily partition key of a row's partition_hour, in SQL: per-day facts are GROUP BY this.
 DAY = "strftime(partition_hour, '%Y-%m-%d')"
 
-_START = read_settings().partitions_start
+_SETTINGS = read_settings()
+_START = _SETTINGS.partitions_start
 daily_data_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC", end_offset=1)
 daily_partitions = dg.DailyPartitionsDefinition(start_date=_START, timezone="UTC")
+
+# How a backfill of the hourly data is cut into runs. One machine: a single run (Dagster's
+# bookkeeping per run costs more than the data work of a day). The cluster: runs of
+# CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN days, which workers take side by side; a chunk of days is
+# independent work because every hour's features read only the coins of that hour and the 200 hours
+# before it (already-written snapshots), whereas cutting by coin would split the cross-sectional
+# features (medians and ranks over all coins of an hour).
+data_backfill_policy = (
+    dg.BackfillPolicy.multi_run(max_partitions_per_run=_SETTINGS.backfill_days_per_run)
+    if _SETTINGS.backfill_days_per_run
+    else dg.BackfillPolicy.single_run()
+)
 
 
 def current_hour(now: datetime | None = None) -> datetime:

@@ -177,6 +177,7 @@ def register_version(
     identity = ("model_name", "kind", "split_id", "params", "features", "feature_spec_version",
                 "training_frame_sha256", "evaluation_start", "evaluation_end")  # fmt: skip
     with transaction(conn):
+        guard_registry_write(conn)
         existing = conn.execute(
             "SELECT version_number, artifact_sha256 FROM registry.model_versions WHERE "
             + " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in identity)
@@ -331,32 +332,57 @@ def record_decision(
         "created_at": now,
         "candidate_version": candidate_version or to_version,
     }
-    with transaction(conn):
-        current = conn.execute(
-            "SELECT version_id FROM registry.aliases WHERE model_name = ? AND alias = ?", [model_name, CHAMPION]
-        ).fetchone()
-        current = current[0] if current else None
-        if current != expected_from:
-            raise PromotionConflict(
-                f"{model_name}: champion is {current or 'none'}, expected {expected_from or 'none'}; another "
-                "promotion won the race"
-            )
-        if outcome != "refused":
+    try:
+        with transaction(conn):
+            guard_registry_write(conn)
+            current = conn.execute(
+                "SELECT version_id FROM registry.aliases WHERE model_name = ? AND alias = ?", [model_name, CHAMPION]
+            ).fetchone()
+            current = current[0] if current else None
+            if current != expected_from:
+                raise PromotionConflict(
+                    f"{model_name}: champion is {current or 'none'}, expected {expected_from or 'none'}; "
+                    "another promotion won the race"
+                )
+            if outcome != "refused":
+                # Update, else insert: the upsert DuckLake can run too (it has no keys for ON CONFLICT).
+                updated = conn.execute(
+                    "UPDATE registry.aliases SET version_id = ?, updated_at = ? WHERE model_name = ? AND alias = ?",
+                    [to_version, now, model_name, CHAMPION],
+                ).fetchone()[0]
+                if not updated:
+                    conn.execute(
+                        "INSERT INTO registry.aliases (model_name, alias, version_id, updated_at) VALUES (?, ?, ?, ?)",
+                        [model_name, CHAMPION, to_version, now],
+                    )
             conn.execute(
-                """
-                INSERT INTO registry.aliases (model_name, alias, version_id, updated_at) VALUES (?, ?, ?, ?)
-                ON CONFLICT (model_name, alias)
-                DO UPDATE SET version_id = excluded.version_id, updated_at = excluded.updated_at
-                """,
-                [model_name, CHAMPION, to_version, now],
+                "INSERT INTO registry.promotion_events BY NAME SELECT * FROM (SELECT "
+                + ", ".join(f"? AS {k}" for k in event)
+                + ")",
+                list(event.values()),
             )
-        conn.execute(
-            "INSERT INTO registry.promotion_events BY NAME SELECT * FROM (SELECT "
-            + ", ".join(f"? AS {k}" for k in event)
-            + ")",
-            list(event.values()),
-        )
+    except duckdb.TransactionException as exc:
+        if "conflict" not in str(exc).lower():
+            raise
+        # DuckLake: another registry write committed while this one was deciding (the guard row).
+        raise PromotionConflict(
+            f"{model_name}: another registry write committed first while deciding from {expected_from or 'none'}; "
+            "nothing was recorded, decide again"
+        ) from exc
     return event
+
+
+def guard_registry_write(conn: duckdb.DuckDBPyConnection) -> None:
+    """Update ``registry.write_guard`` inside a registry write's transaction.
+
+    On the DuckDB file, primary keys and one writer at a time already keep versions unique and the
+    champion single. On DuckLake there are no keys: two registry writes that overlap in time both
+    change this row, so the second one to commit fails (a write conflict) instead of registering a
+    duplicate version id or a second champion. The lake creates the row with its tables.
+    """
+    now = utc_naive(datetime.now(UTC))
+    if not conn.execute("UPDATE registry.write_guard SET touched_at = ?", [now]).fetchone()[0]:
+        conn.execute("INSERT INTO registry.write_guard VALUES (?)", [now])
 
 
 def promotion_events(conn: duckdb.DuckDBPyConnection, model_name: str) -> list[dict]:

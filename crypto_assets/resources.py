@@ -2,7 +2,8 @@
 
 ``build_resources()`` binds, from the environment (``crypto_assets/settings.py``):
 
-- ``warehouse``: the DuckDB file (``crypto_assets/warehouse.py``);
+- ``warehouse``: the DuckDB file (``crypto_assets/warehouse.py``), or for ``CRYPTO_ASSETS_WAREHOUSE=lake``
+  the DuckLake warehouse (``crypto_assets/lake.py``);
 - ``market_source``: one of ``crypto_assets.market.sources.SOURCES`` (synthetic offline by default,
   live CoinGecko for prod, or replayed files);
 - ``reports``: the folder of the reports people open from the UI (Evidently drift reports,
@@ -68,9 +69,18 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     if source is None:
         raise SettingsError(f"CRYPTO_ASSETS_SOURCE must be one of {', '.join(SOURCES)}; got {settings.source!r}")
     return {
-        "warehouse": Warehouse(database=settings.duckdb_path),
+        "warehouse": build_warehouse(settings),
         "market_source": source.from_settings(settings),
         "reports": Reports(folder=str(settings.reports_dir), base_url=settings.reports_url),
         # EnvVar: Dagster resolves the URL at run time and shows the variable's name, never its value.
         "alert_webhook": AlertWebhook(url=dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_set else None),
     }
+
+
+def build_warehouse(settings: Settings) -> Warehouse:
+    """The DuckDB file, or the DuckLake warehouse (imported only then: it loads two DuckDB extensions)."""
+    if settings.warehouse == "lake":
+        from crypto_assets.lake import LakeWarehouse
+
+        return LakeWarehouse(catalog=settings.lake_catalog, data_path=settings.lake_data_path)
+    return Warehouse(database=settings.duckdb_path)

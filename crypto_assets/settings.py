@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 DEPLOYMENT_ENV = "DAGSTER_DEPLOYMENT"
-DEPLOYMENTS = ("local", "prod")
+DEPLOYMENTS = ("local", "prod", "cluster")
 SOURCE_ENV = "CRYPTO_ASSETS_SOURCE"
 DUCKDB_PATH_ENV = "CRYPTO_ASSETS_DUCKDB_PATH"
 CSV_PATHS_ENV = "CRYPTO_ASSETS_CSV_PATHS"
@@ -34,8 +34,22 @@ SERVING_HISTORY_HOURS_ENV = "CRYPTO_ASSETS_SERVING_HISTORY_HOURS"
 API_STALE_AFTER_ENV = "CRYPTO_ASSETS_API_STALE_AFTER_S"
 API_URL_ENV = "CRYPTO_ASSETS_API_URL"
 API_TOKEN_ENV = "CRYPTO_ASSETS_API_TOKEN"
+UNIVERSE_SIZE_ENV = "CRYPTO_ASSETS_UNIVERSE_SIZE"
+# The warehouse: one DuckDB file, or a DuckLake (catalog in PostgreSQL, Parquet files under a data path).
+WAREHOUSE_ENV = "CRYPTO_ASSETS_WAREHOUSE"
+LAKE_CATALOG_ENV = "CRYPTO_ASSETS_LAKE_CATALOG"
+LAKE_DATA_PATH_ENV = "CRYPTO_ASSETS_LAKE_DATA_PATH"
+BACKFILL_DAYS_PER_RUN_ENV = "CRYPTO_ASSETS_BACKFILL_DAYS_PER_RUN"
 
-DEFAULT_SOURCE = {"local": "synthetic", "prod": "coingecko"}
+DEFAULT_SOURCE = {"local": "synthetic", "prod": "coingecko", "cluster": "synthetic"}
+DEFAULT_WAREHOUSE = {"local": "file", "prod": "file", "cluster": "lake"}
+WAREHOUSES = ("file", "lake")
+DEFAULT_LAKE_CATALOG = "postgresql://postgres@127.0.0.1:5432/crypto_assets_lake"
+DEFAULT_LAKE_DATA_PATH = ".local/lake/"
+MAX_UNIVERSE_SIZE = 1000  # what the synthetic market simulates at most
+# Days per run of a backfill on the cluster: a year becomes ~13 runs that workers take in parallel
+# (benchmarks/concurrency.py measured the choice; see the README, "Cluster deployment").
+DEFAULT_CLUSTER_BACKFILL_DAYS = 30
 DEFAULT_DUCKDB_PATH = ".local/crypto_assets.duckdb"
 DEFAULT_CSV_PATHS = ("../shared/data/market",)
 DEFAULT_PARTITIONS_START = "2026-01-01"
@@ -73,6 +87,13 @@ class Settings:
     api_stale_after_s: float  # the service says it is degraded when its newest scored hour ended longer ago
     api_url: str | None  # http(s) address of the prediction service, for links in the UI
     api_token_set: bool  # the token itself: read_api_token(), only by the service at start
+
+    universe_size: int | None = None  # synthetic market coins; None: the source's default
+    warehouse: str = "file"  # "file" (one DuckDB file) or "lake" (DuckLake)
+    # libpq conninfo or postgres URL, without a password (refused: libpq reads PGPASSWORD or ~/.pgpass).
+    lake_catalog: str = field(default=DEFAULT_LAKE_CATALOG, repr=False)
+    lake_data_path: str = DEFAULT_LAKE_DATA_PATH
+    backfill_days_per_run: int | None = None  # None: one run per backfill (single_run)
 
     def snapshot_path_for(self, database: str) -> Path:
         """The serving snapshot of the warehouse file ``database``: the setting, or else beside that file."""
@@ -159,6 +180,19 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if api_url and not api_url.startswith(("http://", "https://")):
         raise SettingsError(f"{API_URL_ENV} must be an http(s) URL, got {api_url!r}")
     snapshot_path = get(SERVING_SNAPSHOT_ENV)
+    universe_raw = get(UNIVERSE_SIZE_ENV)
+    universe_size = _int_in(UNIVERSE_SIZE_ENV, universe_raw, 1, MAX_UNIVERSE_SIZE) if universe_raw else None
+    warehouse = get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE[deployment]
+    if warehouse not in WAREHOUSES:
+        raise SettingsError(f"{WAREHOUSE_ENV} must be one of {', '.join(WAREHOUSES)}; got {warehouse!r}")
+    lake_catalog = get(LAKE_CATALOG_ENV) or DEFAULT_LAKE_CATALOG
+    if warehouse == "lake":
+        _check_conninfo(lake_catalog)
+    days_raw = get(BACKFILL_DAYS_PER_RUN_ENV)
+    if days_raw:
+        backfill_days = _int_in(BACKFILL_DAYS_PER_RUN_ENV, days_raw, 1, 366)
+    else:  # the cluster spreads a backfill over runs (and so over workers); one machine runs it as one
+        backfill_days = DEFAULT_CLUSTER_BACKFILL_DAYS if deployment == "cluster" else None
     return Settings(
         deployment=deployment,
         source=get(SOURCE_ENV) or DEFAULT_SOURCE[deployment],
@@ -177,4 +211,36 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_stale_after_s=stale_after,
         api_url=api_url.rstrip("/") if api_url else None,
         api_token_set=get(API_TOKEN_ENV) is not None,
+        universe_size=universe_size,
+        warehouse=warehouse,
+        lake_catalog=lake_catalog,
+        lake_data_path=get(LAKE_DATA_PATH_ENV) or DEFAULT_LAKE_DATA_PATH,
+        backfill_days_per_run=backfill_days,
     )
+
+
+def _int_in(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _check_conninfo(conninfo: str) -> None:
+    """A libpq connection string or postgres URL that names a database and holds no password; errors never quote it."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        parsed = parse_dsn(conninfo)
+    except Exception:  # psycopg2.ProgrammingError; its text quotes the string
+        raise SettingsError(
+            f"{LAKE_CATALOG_ENV} is not a libpq connection string or postgres URL "
+            "(expected e.g. postgresql://user@host:5432/db or 'dbname=db host=... user=...')"
+        ) from None
+    if not parsed.get("dbname"):
+        raise SettingsError(f"{LAKE_CATALOG_ENV} names no database (dbname)")
+    if parsed.get("password"):  # it would show in the UI's resource config and in error messages
+        raise SettingsError(f"{LAKE_CATALOG_ENV} must not hold a password: libpq reads it from PGPASSWORD or ~/.pgpass")

@@ -151,8 +151,11 @@ def layout_version(conn: duckdb.DuckDBPyConnection) -> int | None:
     return 1 if tables else None
 
 
-def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "") -> None:
-    """Bring the file to ``LAYOUT_VERSION`` (creating tables, migrating an older layout), or refuse a newer one."""
+def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "", schema_sql: str = _SCHEMA_SQL) -> None:
+    """Bring the file to ``LAYOUT_VERSION`` (creating tables, migrating an older layout), or refuse a newer one.
+
+    ``schema_sql``: the DuckLake warehouse passes schema.sql without primary keys (crypto_assets/lake.py).
+    """
     version = layout_version(conn)
     if version is not None and version > LAYOUT_VERSION:
         raise WarehouseLayoutError(
@@ -160,7 +163,7 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "") -> None:
             f"this version reads up to {LAYOUT_VERSION}. Upgrade crypto_assets, or point CRYPTO_ASSETS_DUCKDB_PATH at another file."
         )
     if version == LAYOUT_VERSION:
-        conn.execute(_SCHEMA_SQL)  # idempotent; cheap
+        conn.execute(schema_sql)  # idempotent; cheap
         sync_feature_columns(conn)
         return
     with transaction(conn):
@@ -174,7 +177,7 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "") -> None:
             for statement in statements:
                 conn.execute(statement)
             notes.append(f"from {step}: {note}")
-        conn.execute(_SCHEMA_SQL)
+        conn.execute(schema_sql)
         sync_feature_columns(conn)
         conn.execute(
             "INSERT INTO meta.layout_history VALUES (?, ?, ?)",

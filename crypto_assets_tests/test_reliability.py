@@ -97,7 +97,7 @@ INTERRUPTED_PROMOTION = """
             self.conn = conn
         def execute(self, sql, *args):
             result = self.conn.execute(sql, *args)
-            if "INSERT INTO registry.aliases" in sql:
+            if "INSERT INTO registry.aliases" in sql or "UPDATE registry.aliases" in sql:
                 print("ALIAS_MOVED", flush=True)
                 time.sleep(120)
             return result

@@ -22,7 +22,7 @@ from crypto_assets.feature_spec import (
 )
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.metadata import add_partition_metadata, column_schema, markdown_preview, partition_days, table
-from crypto_assets.partitions import DAY, daily_data_partitions, observed_window
+from crypto_assets.partitions import DAY, daily_data_partitions, data_backfill_policy, observed_window
 from crypto_assets.warehouse import Warehouse, replace_window_with_query, transaction
 
 FEATURES_KEY = dg.AssetKey("coin_features")
@@ -61,7 +61,7 @@ def time_pieces(start: datetime, end: datetime, step: timedelta) -> list[tuple[d
         )
     ],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="features",
     kinds={"duckdb", "sql"},
@@ -264,7 +264,7 @@ def snapshots_present(asset_key: dg.AssetKey, days: list, snapshot_rows) -> dg.A
         )
     ],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="features",
     kinds={"duckdb", "sql"},

@@ -24,7 +24,7 @@ from crypto_assets.market.schema import (
 )
 from crypto_assets.market.sources import SOURCES, MarketSource
 from crypto_assets.metadata import add_partition_metadata, column_schema, markdown_preview, partition_days, table
-from crypto_assets.partitions import DAY, daily_data_partitions, observed_window
+from crypto_assets.partitions import DAY, daily_data_partitions, data_backfill_policy, observed_window
 from crypto_assets.settings import read_settings
 from crypto_assets.warehouse import Warehouse, replace_window, transaction
 
@@ -105,7 +105,7 @@ if SOURCES.get(read_settings().source, MarketSource).is_live:
     ],
     check_specs=_CHECK_SPECS,
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
 )
 def market_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse, market_source: MarketSource):

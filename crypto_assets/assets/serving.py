@@ -26,7 +26,7 @@ from crypto_assets.metadata import add_partition_metadata, markdown_preview, par
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.ml.family import ModelFamily
 from crypto_assets.ml.scoring import score_rows as model_scores
-from crypto_assets.partitions import daily_data_partitions, observed_window
+from crypto_assets.partitions import daily_data_partitions, data_backfill_policy, observed_window
 from crypto_assets.training_data import refuse_stale_features
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
@@ -125,7 +125,7 @@ def build_scoring_asset(family: ModelFamily) -> dg.AssetsDefinition:
         key=key,
         deps=[FEATURES_KEY, CHAMPION_KEY],
         partitions_def=daily_data_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=data_backfill_policy,
         pool="duckdb_writer",
         group_name="serving",
         kinds=family.kinds | {"python"},
@@ -235,7 +235,7 @@ scoring_assets = [build_scoring_asset(f) for f in MODEL_FAMILIES]
     key=OUTCOMES_KEY,
     deps=[*(score_key(f) for f in JUDGED_FAMILIES), LABELS_KEY],
     partitions_def=daily_data_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=data_backfill_policy,
     pool="duckdb_writer",
     group_name="serving",
     kinds={"duckdb", "sql"},

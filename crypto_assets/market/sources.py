@@ -101,6 +101,11 @@ class SyntheticMarket(MarketSource):
         universe = default_universe(self.universe_size)
         return synthetic_window(universe, self.seed, start, end, self.anomaly_rate, self.regime_shift())
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyntheticMarket:
+        """CRYPTO_ASSETS_UNIVERSE_SIZE coins (up to 1000), or the default 20."""
+        return cls(universe_size=settings.universe_size) if settings.universe_size else cls()
+
 
 class CoinGeckoMarket(MarketSource):
     """The live CoinGecko API (``crypto_assets/market/coingecko.py``)."""

@@ -106,6 +106,10 @@ CREATE TABLE IF NOT EXISTS registry.aliases (
     PRIMARY KEY (model_name, alias)
 );
 
+-- One row that every registry write updates first, in its transaction: two registry writers that
+-- overlap then change the same row, and on DuckLake (no primary keys) the second one to commit fails.
+CREATE TABLE IF NOT EXISTS registry.write_guard (touched_at TIMESTAMP NOT NULL);
+
 -- Append-only audit log of every champion decision: promotions, rollbacks, and refusals.
 CREATE TABLE IF NOT EXISTS registry.promotion_events (
     event_id VARCHAR NOT NULL PRIMARY KEY, model_name VARCHAR NOT NULL,
