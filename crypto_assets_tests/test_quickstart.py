@@ -17,7 +17,7 @@ from crypto_assets.instance import DAGSTER_ENV_DEFAULTS, prepare_home
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2026-11-20T10:05:00"
 # Columns that say when a row was written, not what it holds: a re-run may rewrite them.
-WRITTEN_AT = {"ingested_at", "evaluated_at"}
+WRITTEN_AT = {"ingested_at", "evaluated_at", "touched_at"}
 REWRITTEN_SUMMARIES = {"ml.split_summaries", "ml.drift_summaries"}  # their created_at is the run's time
 
 
