@@ -1,8 +1,8 @@
 """Start what a user browses after the quickstart, and stop all of it together.
 
 ``python -m crypto_assets.ui [--port 3000] [--reports-port 3001] [--api-port 3002]`` runs ``dagster dev``
-(webserver, daemon, code server), the report server and the prediction service side by side. Ctrl-C or SIGTERM stops every one of
-them and their children, and so does any of them exiting: nothing is left running in the
+(webserver, daemon, code server), the report server and the prediction service side by side. Ctrl-C or
+SIGTERM stops every one of them and their children, and so does any of them exiting: nothing is left running in the
 background. (A shell started without job control ignores SIGINT in its background children, and
 ``dagster dev`` handles SIGTERM through its SIGINT handler: each child gets default SIGINT back.)
 """

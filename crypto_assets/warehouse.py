@@ -46,7 +46,8 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             "ALTER TABLE IF EXISTS registry.model_versions ADD COLUMN IF NOT EXISTS evaluation_end TIMESTAMP",
             "ALTER TABLE IF EXISTS registry.model_versions ADD COLUMN IF NOT EXISTS evaluation_positives BIGINT",
             "ALTER TABLE IF EXISTS serving.model_scores ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'champion'",
-            "ALTER TABLE IF EXISTS serving.prediction_outcomes ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'champion'",
+            "ALTER TABLE IF EXISTS serving.prediction_outcomes ADD COLUMN IF NOT EXISTS role VARCHAR "
+            "DEFAULT 'champion'",
             "ALTER TABLE IF EXISTS serving.prediction_outcomes ADD COLUMN IF NOT EXISTS live BOOLEAN DEFAULT false",
             *(
                 f"ALTER TABLE IF EXISTS ml.drift_summaries ADD COLUMN IF NOT EXISTS {c}"
@@ -160,7 +161,8 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "", schema_s
     if version is not None and version > LAYOUT_VERSION:
         raise WarehouseLayoutError(
             f"warehouse.database {database!r} has layout version {version}, written by a newer crypto_assets; "
-            f"this version reads up to {LAYOUT_VERSION}. Upgrade crypto_assets, or point CRYPTO_ASSETS_DUCKDB_PATH at another file."
+            f"this version reads up to {LAYOUT_VERSION}. Upgrade crypto_assets, or point "
+            "CRYPTO_ASSETS_DUCKDB_PATH at another file."
         )
     if version == LAYOUT_VERSION:
         conn.execute(schema_sql)  # idempotent; cheap
@@ -169,7 +171,8 @@ def prepare_layout(conn: duckdb.DuckDBPyConnection, database: str = "", schema_s
     with transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS meta")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS meta.layout_history (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL, note VARCHAR NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS meta.layout_history (version INTEGER NOT NULL, applied_at "
+            "TIMESTAMP NOT NULL, note VARCHAR NOT NULL)"
         )
         notes = []
         for step in range(version or LAYOUT_VERSION, LAYOUT_VERSION):
@@ -195,7 +198,8 @@ def sync_feature_columns(conn: duckdb.DuckDBPyConnection) -> None:
 
     found = dict(
         conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' AND table_name = 'coin_features'"
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'features' "
+            "AND table_name = 'coin_features'"
         ).fetchall()
     )
     wanted = {name: duck_type for name, duck_type, _ in feature_table_columns()}

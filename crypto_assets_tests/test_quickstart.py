@@ -38,6 +38,8 @@ def tables(path: Path) -> dict[str, list[tuple]]:
                 ).fetchall()
                 if c not in WRITTEN_AT and not (name in REWRITTEN_SUMMARIES and c == "created_at")
             ]
+            if not columns:
+                continue  # only when-written columns (registry.write_guard)
             quoted = ", ".join(f'"{c}"' for c in columns)
             # the scoring latency an evaluation measures is a stopwatch reading, not a result
             where = " WHERE metric <> 'latency_ms_per_1000_rows'" if name == "ml.model_evaluations" else ""

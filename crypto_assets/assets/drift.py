@@ -73,13 +73,19 @@ class DriftConfig(dg.Config):
     )
     calibrate_thresholds: bool = Field(
         default=True,
-        description="Wasserstein only: each feature's threshold is the largest distance between a reference day and the rest of the reference (times calibration_margin).",
+        description=(
+            "Wasserstein only: each feature's threshold is the largest distance between a "
+            "reference day and the rest of the reference (times calibration_margin)."
+        ),
     )
     calibration_margin: float = Field(
         default=1.5,
         ge=0.5,
         le=10.0,
-        description="Multiplier on each calibrated threshold: how much further than the reference's own most unusual day a feature must move.",
+        description=(
+            "Multiplier on each calibrated threshold: how much further than the reference's own "
+            "most unusual day a feature must move."
+        ),
     )
     feature_threshold: float = Field(
         default=0.1,
@@ -98,7 +104,10 @@ class DriftConfig(dg.Config):
     decisive_factor: float = Field(
         default=3.0,
         gt=1.0,
-        description="Dataset-level rule, second part: one feature further than this many times its threshold is drift by itself (a frozen feed, a unit change).",
+        description=(
+            "Dataset-level rule, second part: one feature further than this many times its "
+            "threshold is drift by itself (a frozen feed, a unit change)."
+        ),
     )
     max_reference_rows: int = Field(
         default=5000, ge=50, description="Reference rows are sampled (fixed seed) down to at most this many."
@@ -113,13 +122,16 @@ class DriftConfig(dg.Config):
 
     def rule(self) -> str:
         per_feature = (
-            f"{self.method} above the largest reference day's (x{self.calibration_margin:g}, at least {self.feature_threshold:g})"
+            f"{self.method} above the largest reference day's (x{self.calibration_margin:g}, at least "
+            f"{self.feature_threshold:g})"
             if self.calibrate_thresholds and self.method == "wasserstein"
             else f"{self.method} above {self.feature_threshold:g}"
         )
         return (
-            f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features drift, or one is "
-            f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the {self.reference_days} before"
+            f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features "
+            "drift, or one is "
+            f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the "
+            f"{self.reference_days} before"
         )
 
     def detects(self, result: "DriftResult") -> bool:
@@ -216,7 +228,8 @@ def parse_drift_snapshot(snapshot: dict) -> "tuple[pd.DataFrame, float, int]":
         elif config.get("type") == _VALUE_DRIFT_TYPE:
             if metric["id"] not in drifted_by_metric:
                 raise RuntimeError(
-                    f"Evidently snapshot has no drift test for column {config['column']!r}; was the report run with include_tests=True?"
+                    f"Evidently snapshot has no drift test for column {config['column']!r}; was the report "
+                    "run with include_tests=True?"
                 )
             score = metric["value"]
             rows.append(
@@ -331,7 +344,8 @@ def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime)
     """The drift features of every coin-hour in [start, end)."""
     return query_frame(
         conn,
-        f"SELECT coin_id, partition_hour, {', '.join(DRIFT_FEATURES)} FROM features.coin_features WHERE partition_hour >= $start AND partition_hour < $end",
+        f"SELECT coin_id, partition_hour, {', '.join(DRIFT_FEATURES)} FROM features.coin_features WHERE "
+        "partition_hour >= $start AND partition_hour < $end",
         {"start": utc_naive(start), "end": utc_naive(end)},
     )
 
@@ -371,14 +385,19 @@ def save_report(snapshot, path: Path, heading: str) -> None:
             DRIFT_CHECK,
             asset=FEATURE_DRIFT_KEY,
             blocking=False,
-            description="The latest day does not drift from the weeks before it (fewer drifted features than the dataset-level rule allows).",
+            description=(
+                "The latest day does not drift from the weeks before it (fewer drifted features "
+                "than the dataset-level rule allows)."
+            ),
         ),
     ],
 )
 def feature_drift(
     context: dg.AssetExecutionContext, config: DriftConfig, warehouse: Warehouse, reports: Reports
 ) -> dg.MaterializeResult:
-    """Per-feature drift of the latest day against the weeks before it, and against each champion's training rows, with Evidently.
+    """Per-feature drift of the latest day against the weeks before it and each champion's training rows.
+
+    Evidently computes the per-feature distances.
 
     Rows go to ml.feature_drift (one per feature and comparison) and ml.drift_summaries (one per
     comparison, with both windows and the rule), replacing the day's previous rows. The check only
@@ -420,8 +439,10 @@ def feature_drift(
     if current.empty or references[RECENT_VS_REFERENCE].empty:
         raise dg.Failure(
             description=(
-                f"{split_id}: {len(references[RECENT_VS_REFERENCE])} reference rows ({reference_start:%Y-%m-%d} .. {current_start:%Y-%m-%d}) "
-                f"and {len(current)} current rows: materialize coin_features for {reference_start:%Y-%m-%d}...{current_end - timedelta(days=1):%Y-%m-%d} first"
+                f"{split_id}: {len(references[RECENT_VS_REFERENCE])} reference rows "
+                f"({reference_start:%Y-%m-%d} .. {current_start:%Y-%m-%d}) "
+                f"and {len(current)} current rows: materialize coin_features for "
+                f"{reference_start:%Y-%m-%d}...{current_end - timedelta(days=1):%Y-%m-%d} first"
             )
         )
 
@@ -483,8 +504,10 @@ def feature_drift(
         "drifted_features": int(main.drifted_features),
         "features_compared": int(main.features_compared),
         "rule": config.rule(),
-        "current_window": f"{current_start:%Y-%m-%d %H:%M} .. {current_end:%Y-%m-%d %H:%M} UTC ({main.current_rows} rows)",
-        "reference_window": f"{reference_start:%Y-%m-%d %H:%M} .. {current_start:%Y-%m-%d %H:%M} UTC ({main.reference_rows} rows, sampled)",
+        "current_window": f"{current_start:%Y-%m-%d %H:%M} .. {current_end:%Y-%m-%d %H:%M} UTC "
+        f"({main.current_rows} rows)",
+        "reference_window": f"{reference_start:%Y-%m-%d %H:%M} .. {current_start:%Y-%m-%d %H:%M} UTC "
+        f"({main.reference_rows} rows, sampled)",
         "drifted": top_drifted_table(main.features[main.features["drifted"].fillna(False).astype(bool)], limit=50)
         if main.drifted_features
         else dg.MetadataValue.md("_no feature drifted_"),
@@ -532,7 +555,8 @@ def feature_drift(
                     "features_compared": int(main.features_compared),
                 },
                 description=(
-                    f"{main.drifted_features} of {main.features_compared} features drifted (share {main.drift_share:.3f}); rule: {config.rule()}"
+                    f"{main.drifted_features} of {main.features_compared} features drifted (share "
+                    f"{main.drift_share:.3f}); rule: {config.rule()}"
                 ),
             )
         ],

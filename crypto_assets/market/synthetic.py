@@ -72,7 +72,7 @@ def _hours_since_epoch(ts: datetime) -> int:
 
 @dataclass(frozen=True)
 class RegimeShift:
-    """From ``at`` (an hour, UTC) on, the returns and ranges of the first ``coins`` coins are ``multiplier`` times as volatile."""
+    """From ``at`` (an hour, UTC) on, the first ``coins`` coins' returns and ranges are ``multiplier``x as volatile."""
 
     at: datetime
     coins: int
