@@ -522,6 +522,29 @@ def test_snapshots_features_and_labels_materialize_with_passing_checks(warehouse
     assert counts.to_dict() == {"snapshots": 24 * 20, "features": 24 * 20, "labels": 24 * 20}
 
 
+def test_features_and_labels_of_days_without_snapshots_fail_a_blocking_check_naming_the_days(warehouse, instance):
+    resources = {"warehouse": warehouse, "market_source": SyntheticMarket()}
+    landed = dg.materialize([ingestion.market_snapshots], instance=instance, resources=resources,
+                            partition_key="2026-03-01")  # fmt: skip
+    assert landed.success
+    result = dg.materialize(
+        [features.coin_features, features.coin_labels],
+        instance=instance,
+        resources=resources,
+        selection=[features.FEATURES_KEY, features.LABELS_KEY],
+        tags=range_tags("2026-03-01", "2026-03-02"),  # snapshots of the second day never landed
+        raise_on_error=False,
+    )
+
+    assert not result.success  # blocking: nothing downstream reads the empty day as data
+    present = [e for e in result.get_asset_check_evaluations() if e.check_name == features.SNAPSHOTS_PRESENT_CHECK]
+    assert {e.asset_key for e in present} == {features.FEATURES_KEY, features.LABELS_KEY}
+    for check in present:
+        assert not check.passed
+        assert check.description.startswith("no market_snapshots on 1 day(s) whose hours have ended: 2026-03-02")
+        assert check.metadata["days_without_snapshots"].value == 1
+
+
 def test_a_range_computed_in_pieces_equals_the_range_computed_whole(warehouse, instance, monkeypatch):
     # Long backfills compute features FEATURE_CHUNK_DAYS at a time, to bound memory.
     load(warehouse, synthetic_with_gaps())

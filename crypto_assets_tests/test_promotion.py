@@ -473,3 +473,20 @@ def test_deciding_one_model_of_a_training_run_still_decides_the_other(prepared_w
         (r.tags["crypto_assets/model"], r.run_config["ops"]["model_champions"]["config"]["evaluation_run_id"])
         for r in remaining
     ] == [("volatility_model", run.run_id)]
+
+
+def test_scoring_a_day_without_features_fails_naming_the_day_and_writes_nothing(prepared_warehouse, instance):
+    train_and_evaluate(prepared_warehouse, instance)
+    champion_run(
+        prepared_warehouse, instance, model_name="anomaly_detector", action="promote", version="v1", reason="test"
+    )
+    before = prepared_warehouse.query("SELECT count(*) AS n FROM serving.model_scores")["n"].item()
+    result = _score(prepared_warehouse, instance, day="2026-03-20")  # the prepared market ends on 2026-03-14
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no coin_features on 1 day(s) whose hours have ended: 2026-03-20" in failure.message + str(
+        failure.step_failure_data.user_failure_data.description
+    )
+    assert result.asset_materializations_for_node("anomaly_scores") == []
+    assert prepared_warehouse.query("SELECT count(*) AS n FROM serving.model_scores")["n"].item() == before

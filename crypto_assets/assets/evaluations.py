@@ -1,4 +1,4 @@
-"""Daily evaluations: the quality gates, as blocking checks, decided on out-of-time evidence.
+"""Daily evaluations: the quality gates, as asset checks, decided on out-of-time evidence.
 
 The candidate's walk-forward scores (``ml.walk_forward_scores``) are compared with every baseline
 and with the champion on exactly the same rows; each comparison is a difference of the family's
@@ -77,7 +77,7 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         description=(
             f"Daily evaluation of the {family.name} candidate against {', '.join(b.name for b in family.baselines)} "
             "and the champion, on the same out-of-time rows, with bootstrap intervals; the quality gates are its "
-            "blocking checks."
+            "checks (a failed gate refuses the candidate; the run still succeeds)."
         ),
         # Not blocking: a refusal must not fail the run (promotion reads every result, and needs all passed).
         check_specs=[dg.AssetCheckSpec(g.name, asset=key, blocking=False, description=g.description) for g in GATES],
