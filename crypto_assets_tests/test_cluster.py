@@ -50,8 +50,24 @@ def _wait_for_backfill(cluster: LocalCluster, backfill_id: str, on_tick=None) ->
         else:
             raise AssertionError(f"backfill {backfill_id} not done in {TIMEOUT_S}s: {cluster.workers.tail()}")
         records = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, (backfill.status, backfill.failure_count)
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, (backfill.status, _failures(instance, records))
         return records
+
+
+def _failures(instance, records) -> list[str]:
+    """What went wrong in the backfill's runs that did not succeed: their failure events' messages."""
+    failing = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT)
+    found = []
+    for record in records:
+        if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        found.append(f"run {record.dagster_run.run_id} {record.dagster_run.status.value}")
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            event = entry.dagster_event
+            if event is not None and event.event_type in failing and (entry.level >= 40 or "fail" in entry.message):
+                error = getattr(event.event_specific_data, "error", None)
+                found.append(f"  {event.event_type_value} {event.step_key}: {entry.message[:300]} {error or ''}"[:1500])
+    return found
 
 
 def _counts(cluster: LocalCluster) -> dict[str, tuple[int, int]]:
