@@ -126,6 +126,8 @@ def test_a_refused_candidate_is_a_decision_not_a_crash_and_a_baseline_serves(pre
     assert model.features == ["ret_zscore_24h", "volume_zscore_24h"] and model.threshold > 0
     decision = decision_metadata(results[0])
     assert "baseline zscore (v2) serves meanwhile" in decision["decision"].value
+    assert decision["outcome"].value == "refused, baseline champion"  # never read as a promotion of the candidate
+    assert "meets_metric_floor failed" in decision["reason"].value and "last resort" in decision["reason"].value
     assert decision["champion/anomaly_detector"].value.startswith("v2 (baseline (zscore))")
     # It serves like any champion.
     assert _score(prepared_warehouse, instance).success

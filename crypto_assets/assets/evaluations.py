@@ -134,7 +134,9 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 **({"chart": dg.MetadataValue.url(reports.url(chart))} if reports.url(chart) else {}),
                 "chart_file": dg.MetadataValue.path(str(chart)),
             },
-            check_results=[check_result(name, result) for name, result in gates.items()],
+            check_results=[
+                check_result(name, result, f"{candidate.version_id} on {split_id}") for name, result in gates.items()
+            ],
         )
 
     return _evaluation
@@ -176,11 +178,12 @@ def champion_evidence(
     return champion_scores, f"champion {champion.version_id}, its recipe fitted walk-forward on the same days"
 
 
-def check_result(name: str, result: GateResult) -> dg.AssetCheckResult:
+def check_result(name: str, result: GateResult, about: str) -> dg.AssetCheckResult:
+    """A gate's check result; ``about`` (version and split day) because the checks page shows no partition."""
     return dg.AssetCheckResult(
         check_name=name,
         passed=result.passed,
-        description=f"{result.outcome.upper()}: {result.why}",
+        description=f"{result.outcome.upper()} ({about}): {result.why}",
         metadata={
             "outcome": result.outcome,
             "rule": result.rule,

@@ -337,9 +337,10 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
     metadata = {
         "decision": f"{config.model_name}: {decision.summary}",
         "model_name": config.model_name,
-        "outcome": last["outcome"] if last else "unchanged",
+        "outcome": _outcome(decision),
         "evaluation_run_id": config.evaluation_run_id or "none",
-        **({"reason": dg.MetadataValue.md(last["reason"])} if last else {}),
+        # plain text: the UI shows it in the table, where markdown would hide behind a link
+        **({"reason": " ".join(e["reason"] for e in decision.events)} if last else {}),
         **({"gate_results": table(_gate_frame(decision.gates))} if decision.gates else {}),
         **story,
         **serving_snapshot.api_link_metadata(),
@@ -350,6 +351,14 @@ def model_champions(context: dg.AssetExecutionContext, config: ChampionConfig, w
         context.log_event(
             dg.AssetObservation(asset_key=CHAMPION_KEY, description=metadata["decision"], metadata=metadata)
         )
+
+
+def _outcome(decision: Decision) -> str:
+    """What happened, in one word a newcomer reads right: a refusal that installed a baseline is not a promotion."""
+    outcomes = [e["outcome"] for e in decision.events]
+    if "refused" in outcomes and decision.changed:
+        return "refused, baseline champion"
+    return outcomes[-1] if outcomes else "unchanged"
 
 
 def _gate_frame(gates: dict):
