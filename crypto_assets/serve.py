@@ -693,18 +693,11 @@ def score_one(models: list[ServedModel], values: list[float]) -> dict[str, dict]
     """Each model's score and flag for one coin-hour, through the batch-scoring code path (``score_rows``).
 
     Runs on the service's one scoring thread (scoring holds the GIL: more threads would only
-    queue), which makes two scikit-learn costs on one row safe to cut, with the same scores:
-
-    - its input checks (``assume_finite``, ``skip_parameter_validation``): the payload was checked
-      against the spec already, finite numbers or null (NaN, imputed by the models as in batch);
-    - its copy of every warnings filter into each tree's task (IsolationForest goes through joblib
-      tree by tree, even on one thread): the filters are one ``default`` filter while it scores.
-
-    Together: the IsolationForest's 100 trees on one row in about 8 ms instead of 13 (median, the
-    loaded 2-core machine).
+    queue). scikit-learn's input checks are skipped (``assume_finite``,
+    ``skip_parameter_validation``): the payload was checked against the spec already, finite numbers
+    or null (NaN, imputed by the models as in batch). The IsolationForest is scored tree by tree
+    without joblib (``crypto_assets/ml/isolation_forest.py``), as in batch.
     """
-    import warnings
-
     import numpy as np
     import pandas as pd
     import sklearn
@@ -713,12 +706,7 @@ def score_one(models: list[ServedModel], values: list[float]) -> dict[str, dict]
 
     frame = pd.DataFrame(np.array([values], dtype=float), columns=FEATURE_NAMES)
     results = {}
-    with (
-        warnings.catch_warnings(),
-        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
-    ):
-        warnings.resetwarnings()
-        warnings.simplefilter("default")
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
         for served in models:
             scores, flags = score_rows(served.model, frame)
             score = float(scores[0])

@@ -39,9 +39,20 @@ class FittedModel:
 
 @dataclass
 class AnomalyModel(FittedModel):
+    """An imputer and IsolationForest pipeline, scored tree by tree without joblib (``ml/isolation_forest.py``)."""
+
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        # IsolationForest's score_samples is higher for normal points; negate so higher = more anomalous.
-        return -self.estimator.score_samples(self.matrix(frame))
+        from crypto_assets.ml.isolation_forest import anomaly_scores, scorer
+
+        # -score_samples (IsolationForest's is higher for normal points): higher = more anomalous.
+        prepared = self.__dict__.get("_scorer")
+        if prepared is None:
+            prepared = self.__dict__["_scorer"] = scorer(self.estimator)
+        return anomaly_scores(prepared, self.matrix(frame))
+
+    def __getstate__(self) -> dict:
+        # The scorer is a cache: the stored artifact (and its sha256) stays the fitted pipeline alone.
+        return {k: v for k, v in self.__dict__.items() if k != "_scorer"}
 
 
 @dataclass
