@@ -12,27 +12,16 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 # Settings Dagster reads from the environment when it creates and runs a backfill (see there).
 apply_dagster_env_defaults()
 
-from crypto_assets.assets import (  # noqa: E402
-    candidates,
-    drift,
-    evaluations,
-    features,
-    ingestion,
-    promotion,
-    serving,
-    splits,
-)
+from crypto_assets.assets import asset_modules  # noqa: E402
 from crypto_assets.jobs import jobs, schedules  # noqa: E402
 from crypto_assets.resources import build_resources  # noqa: E402
 from crypto_assets.sensors import sensors  # noqa: E402
 from crypto_assets.settings import read_settings  # noqa: E402
 
 _settings = read_settings()
-_modules = [ingestion, features, splits, drift, candidates, evaluations, promotion, serving]
+_modules = asset_modules(lake=_settings.warehouse == "lake")
 if _settings.warehouse == "lake":
     from crypto_assets.assets import lake_maintenance
-
-    _modules.append(lake_maintenance)
 
 
 def _executor() -> dg.ExecutorDefinition:

@@ -101,6 +101,19 @@ class Warehouse(DuckDBResource):
         default=900.0, gt=0, description="How long to wait for another process to release the DuckDB file, in seconds."
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse the run when any op's config of it is out of its declared range, before a step writes.
+
+        Every step that writes opens the warehouse, so this is where a run's whole config is checked
+        (crypto_assets/config_validation.py): in one process once before the first step, with a process
+        per step (Celery) at the start of each.
+        """
+        from crypto_assets.config_validation import check_run_config
+
+        run = context.run
+        if run is not None:
+            check_run_config(run.run_config, run.job_name)
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the warehouse with every schema and table created; closed on exit."""
