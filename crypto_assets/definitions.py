@@ -4,35 +4,26 @@ import warnings
 
 import dagster as dg
 
-from crypto_assets.instance import apply_dagster_env_defaults
+from crypto_assets.instance import apply_dagster_env_defaults, check_home
 
 # Single-run backfills and partition mappings into the future are marked beta; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 # Settings Dagster reads from the environment when it creates and runs a backfill (see there).
 apply_dagster_env_defaults()
+# A DAGSTER_HOME never set up, or SQLite under DAGSTER_DEPLOYMENT=prod: one line naming the fix.
+check_home()
 
-from crypto_assets.assets import (  # noqa: E402
-    candidates,
-    drift,
-    evaluations,
-    features,
-    ingestion,
-    promotion,
-    serving,
-    splits,
-)
+from crypto_assets.assets import asset_modules  # noqa: E402
 from crypto_assets.jobs import jobs, schedules  # noqa: E402
 from crypto_assets.resources import build_resources  # noqa: E402
 from crypto_assets.sensors import sensors  # noqa: E402
 from crypto_assets.settings import read_settings  # noqa: E402
 
 _settings = read_settings()
-_modules = [ingestion, features, splits, drift, candidates, evaluations, promotion, serving]
+_modules = asset_modules(lake=_settings.warehouse == "lake")
 if _settings.warehouse == "lake":
     from crypto_assets.assets import lake_maintenance
-
-    _modules.append(lake_maintenance)
 
 
 def _executor() -> dg.ExecutorDefinition:

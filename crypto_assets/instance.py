@@ -18,6 +18,7 @@ race to create its tables (alembic: "more than one head"). The scripts run it fo
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -62,25 +63,33 @@ def current_deployment() -> str:
 
 
 def postgres_url(url: str | None = None) -> str:
-    """``DAGSTER_PG_URL`` (or ``url``), checked: it must parse and name the psycopg2 driver."""
+    """``DAGSTER_PG_URL`` (or ``url``), checked and normalised to the psycopg2 driver dagster-postgres uses.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg2://``: SQLAlchemy 2.1 maps them to
+    psycopg 3, which is not installed (``ModuleNotFoundError: psycopg`` at run time).
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     raw = url or os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL
     try:
         parsed = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise InstanceSetupError(
-            f"{PG_URL_ENV} is not a database URL (expected {PG_DRIVER}://user@host:5432/db)"
+            f"{PG_URL_ENV} is not a database URL with a numeric port (expected {PG_DRIVER}://user@host:5432/db)"
         ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=PG_DRIVER)
     if parsed.drivername != PG_DRIVER:
         raise InstanceSetupError(
             f"{PG_URL_ENV} must name the psycopg2 driver ({PG_DRIVER}://...), got a {parsed.drivername!r} URL: "
-            "SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose placeholders dagster-postgres's SQL does not accept"
+            "dagster-postgres uses psycopg2 (installed); psycopg 3 is not"
         )
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise InstanceSetupError(f"{PG_URL_ENV} names port {parsed.port}, not one of 1..65535")
     if not parsed.database:
-        raise InstanceSetupError(f"{PG_URL_ENV} names no database: {redacted(raw)}")
-    return raw
+        raise InstanceSetupError(f"{PG_URL_ENV} names no database: {parsed.render_as_string(hide_password=True)}")
+    return parsed.render_as_string(hide_password=False)
 
 
 def redacted(url: str) -> str:
@@ -90,30 +99,69 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def ensure_database(url: str, timeout_s: int = 5) -> None:
-    """Create the URL's database if it does not exist; a clear error when the server cannot be reached."""
-    import psycopg2
-    from psycopg2 import sql
+def connection_problem(exc: BaseException, url: str, dbname: str) -> str:
+    """What is wrong, in one line without the password, from psycopg2's error connecting with ``url``."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    where = f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}"
+    text = str(exc).strip()
+    if parsed.password:
+        text = text.replace(parsed.password, "***")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "role" in text and "does not exist" in text:
+        return (
+            f"{where} has no role {parsed.username!r} (the user in {PG_URL_ENV}): create it "
+            f"(createuser {parsed.username}) or name an existing user"
+        )
+    if "database" in text and "does not exist" in text:
+        return (
+            f"{where} has no database {dbname!r} ({PG_URL_ENV}): `python -m crypto_assets.instance` creates it, "
+            "or name an existing one"
+        )
+    if "password authentication failed" in text or "no password supplied" in text:
+        return f"{where} refused the password of {parsed.username!r}: set PGPASSWORD or ~/.pgpass (never the URL)"
+    if "Connection refused" in text:
+        return (
+            f"nothing listens at {where.removeprefix('PostgreSQL at ')} (connection refused): start PostgreSQL "
+            f"(pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or fix host and port in "
+            f"{PG_URL_ENV}"
+        )
+    if "timeout expired" in text:
+        return f"{where} did not answer in time: check host and port in {PG_URL_ENV} and the network"
+    if "could not translate host name" in text:
+        return f"host {parsed.host!r} of {PG_URL_ENV} is unknown: fix the host"
+    if "invalid port" in text:
+        return f"{PG_URL_ENV} names an invalid port {parsed.port!r}"
+    return f"cannot connect to {where} ({PG_URL_ENV}): {first}"
+
+
+def _connect(url: str, dbname: str, timeout_s: int):
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
     try:
-        conn = psycopg2.connect(
-            dbname="postgres",
+        return psycopg2.connect(
+            dbname=dbname,
             user=parsed.username,
             password=parsed.password,
             host=parsed.host,
             port=parsed.port,
             connect_timeout=timeout_s,
         )
-    except psycopg2.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InstanceSetupError(
-            f"PostgreSQL at {where} is unreachable ({first_line}). Start it "
-            "(pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
-            f"or point {PG_URL_ENV} at a running server."
-        ) from None
+    except psycopg2.Error as exc:
+        raise InstanceSetupError(connection_problem(exc, url, dbname)) from None
+
+
+def ensure_database(url: str, timeout_s: int = 5) -> None:
+    """Create the URL's database if it does not exist; a one-line error saying what is wrong otherwise."""
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    url = postgres_url(url)
+    parsed = make_url(url)
+    conn = _connect(url, "postgres", timeout_s)
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         with conn.cursor() as cursor:
@@ -122,6 +170,55 @@ def ensure_database(url: str, timeout_s: int = 5) -> None:
                 cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database)))
     finally:
         conn.close()
+
+
+@functools.cache
+def checked_run_time_url(url: str, timeout_s: int = 5) -> str:
+    """``url`` normalised, after one connection to its database: the same one-line errors as setup.
+
+    Called by the instance's storages (crypto_assets/instance_storage.py) before dagster-postgres
+    connects, which would otherwise retry a wrong port or user for minutes.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = postgres_url(url)
+    _connect(url, make_url(url).database, timeout_s).close()
+    return url
+
+
+def check_home(home: str | None = None) -> None:
+    """Refuse, in one line, a DAGSTER_HOME this deployment cannot run on; nothing when DAGSTER_HOME is unset.
+
+    A home never set up has no dagster.yaml: Dagster would create its tables in whichever process
+    comes first, and runs started together race (alembic "table ... already exists"). A prod or
+    cluster deployment must not silently run on a SQLite instance.
+    """
+    home = home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        return  # an ephemeral or test instance
+    deployment = current_deployment()
+    config_file = Path(home).expanduser() / "dagster.yaml"
+    if not config_file.is_file():
+        raise InstanceSetupError(
+            f"DAGSTER_HOME {home} was never set up: run `python -m crypto_assets.instance --home {home}` once "
+            f"(deployment {deployment}) before starting runs"
+        )
+    if deployment in ON_POSTGRES and not uses_postgres(config_file):
+        raise InstanceSetupError(
+            f"{DEPLOYMENT_ENV}={deployment} needs the Dagster instance on PostgreSQL, but DAGSTER_HOME {home} holds a "
+            f"SQLite instance: run `python -m crypto_assets.instance --home NEW_FOLDER --deployment {deployment}` "
+            "and point DAGSTER_HOME there"
+        )
+
+
+def uses_postgres(config_file: Path) -> bool:
+    """Whether the instance file keeps run storage in PostgreSQL."""
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text()) or {}
+    storage = config.get("storage") or {}
+    run_storage = config.get("run_storage") or {}
+    return "postgres" in storage or "postgres" in f"{run_storage.get('module')} {run_storage.get('class')}".lower()
 
 
 def drop_database(url: str) -> None:
@@ -147,15 +244,23 @@ def prepare_home(home: Path, deployment: str | None = None) -> Path:
     deployment = deployment or current_deployment()
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}; got {deployment!r}")
+    import fcntl
+
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     if deployment in ON_POSTGRES:
         url = postgres_url()
         ensure_database(url)
-        os.environ[PG_URL_ENV] = url  # dagster.prod.yaml reads it
-    shutil.copyfile(PROJECT_ROOT / INSTANCE_CONFIGS[deployment], home / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.get_run_records(limit=1)  # creates (or migrates) every storage table, once
+        os.environ[PG_URL_ENV] = url  # dagster.prod.yaml reads it (normalised to psycopg2)
+    # One setup at a time per home; dagster.yaml appears only once the storage exists, so a run that
+    # finds it (check_home) never creates tables itself.
+    with open(home / ".crypto_assets-setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        partial = ".dagster.yaml.setup"
+        shutil.copyfile(PROJECT_ROOT / INSTANCE_CONFIGS[deployment], home / partial)
+        with dg.DagsterInstance.from_config(str(home), config_filename=partial) as instance:
+            instance.get_run_records(limit=1)  # creates (or migrates) every storage table, once
+        os.replace(home / partial, home / "dagster.yaml")
     return home
 
 

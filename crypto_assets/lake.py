@@ -42,6 +42,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from crypto_assets.duckdb_errors import is_write_conflict
 from crypto_assets.settings import LAKE_CATALOG_ENV, LAKE_DATA_PATH_ENV
 from crypto_assets.warehouse import _SCHEMA_SQL, Warehouse, prepare_layout, transaction
 
@@ -75,11 +76,6 @@ PARTITIONING = {
 
 class LakeSetupError(ValueError):
     """The DuckLake catalog or data path cannot be used; the message names the setting."""
-
-
-def is_write_conflict(exc: BaseException) -> bool:
-    """Whether ``exc`` is DuckLake refusing a commit because another transaction changed the same files first."""
-    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
 
 
 def _literal(value: str) -> str:

@@ -112,6 +112,12 @@ class Launcher:
                 )
             )
         run_config = run_config or {}
+        from crypto_assets.config_validation import RunConfigError, check_run_config
+
+        try:  # the ranges Dagster does not check at launch, before a run exists (the steps check again)
+            check_run_config(run_config, job_name)
+        except RunConfigError as exc:
+            raise SystemExit(f"quickstart: {exc}") from None
         plan = self.location.get_execution_plan(
             remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=self.instance
         )

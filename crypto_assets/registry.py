@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from crypto_assets.duckdb_errors import is_write_conflict
 from crypto_assets.market.schema import utc_naive
 from crypto_assets.warehouse import transaction
 
@@ -362,7 +363,7 @@ def record_decision(
                 list(event.values()),
             )
     except duckdb.TransactionException as exc:
-        if "conflict" not in str(exc).lower():
+        if not is_write_conflict(exc):
             raise
         # DuckLake: another registry write committed while this one was deciding (the guard row).
         raise PromotionConflict(

@@ -23,6 +23,7 @@ import dagster as dg
 from crypto_assets.assets.drift import DRIFT_DETECTED_METADATA_KEY, DRIFT_SHARE_METADATA_KEY, FEATURE_DRIFT_KEY
 from crypto_assets.assets.evaluations import evaluation_key
 from crypto_assets.assets.promotion import CHAMPION_KEY, gate_results_for_run
+from crypto_assets.config_validation import check_run_config
 from crypto_assets.jobs import champion_gate_job, daily_training_job
 from crypto_assets.ml.families import MODEL_FAMILIES
 from crypto_assets.resources import AlertWebhook
@@ -194,22 +195,24 @@ def promotion_run_requests(
             run_key = f"{family.name}:{record.run_id}:{split_id}"
             if run_key in decided:
                 continue
+            run_config = {
+                "ops": {
+                    CHAMPION_KEY.path[-1]: {
+                        "config": {
+                            "model_name": family.name,
+                            "action": "apply_gates",
+                            "split_id": split_id,
+                            "evaluation_run_id": record.run_id,
+                        }
+                    }
+                }
+            }
+            check_run_config(run_config, champion_gate_job.name)  # a bad request fails the tick, not a run
             requests.append(
                 dg.RunRequest(
                     run_key=run_key,
                     job_name=champion_gate_job.name,
-                    run_config={
-                        "ops": {
-                            CHAMPION_KEY.path[-1]: {
-                                "config": {
-                                    "model_name": family.name,
-                                    "action": "apply_gates",
-                                    "split_id": split_id,
-                                    "evaluation_run_id": record.run_id,
-                                }
-                            }
-                        }
-                    },
+                    run_config=run_config,
                     tags={TRIGGER_TAG: "sensor", MODEL_TAG: family.name},
                 )
             )

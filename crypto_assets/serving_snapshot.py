@@ -355,6 +355,8 @@ def open_read_only(database: str, wait_s: float) -> duckdb.DuckDBPyConnection:
 
     import duckdb
 
+    from crypto_assets.duckdb_errors import lock_holder
+
     if not Path(database).expanduser().exists():
         raise FileNotFoundError(f"no warehouse file at {database}")
     deadline = time.monotonic() + wait_s
@@ -362,7 +364,7 @@ def open_read_only(database: str, wait_s: float) -> duckdb.DuckDBPyConnection:
         try:
             return duckdb.connect(database, read_only=True)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+            if lock_holder(exc) is None or time.monotonic() >= deadline:  # only another process's lock passes
                 raise
             time.sleep(0.2)
 

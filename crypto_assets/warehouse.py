@@ -15,10 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from crypto_assets.duckdb_errors import lock_holder
 from crypto_assets.market.schema import utc_naive
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -90,13 +92,27 @@ class Warehouse(DuckDBResource):
 
     DuckDB lets one process at a time open a file. Runs launched from the queue take turns through
     the ``duckdb_writer`` pool; runs started from the command line skip the queue, so opening the
-    file waits for another process's lock to go, at most ``lock_timeout_s``, then fails naming the
-    setting: a run never waits forever.
+    file waits for another process's lock to go, at most ``lock_timeout_s``, logging every 30 s which
+    process holds it, then fails naming the setting: a run never waits forever. Any other error
+    (a corrupt or foreign file) fails at once.
     """
 
     lock_timeout_s: float = Field(
         default=900.0, gt=0, description="How long to wait for another process to release the DuckDB file, in seconds."
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse the run when any op's config of it is out of its declared range, before a step writes.
+
+        Every step that writes opens the warehouse, so this is where a run's whole config is checked
+        (crypto_assets/config_validation.py): in one process once before the first step, with a process
+        per step (Celery) at the start of each.
+        """
+        from crypto_assets.config_validation import check_run_config
+
+        run = context.run
+        if run is not None:
+            check_run_config(run.run_config, run.job_name)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -120,22 +136,42 @@ class Warehouse(DuckDBResource):
                 raise ValueError(
                     f"warehouse.database: folder {folder} does not exist (database path {self.database!r})"
                 )
-        deadline = time.monotonic() + self.lock_timeout_s
+        started = time.monotonic()
+        deadline = started + self.lock_timeout_s
         delay = 0.05
+        logged_at = None
         while True:
             try:
                 return duckdb.connect(self.database, config=dict(self.connection_config))
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise ValueError(f"warehouse.database: cannot open {self.database!r}: {exc}") from exc
-                if time.monotonic() >= deadline:
+                holder = lock_holder(exc)
+                if holder is None:  # not another process's lock: waiting would not help
+                    raise ValueError(
+                        f"warehouse.database: cannot open {self.database!r} as a DuckDB database: {_first_line(exc)}"
+                    ) from None
+                now = time.monotonic()
+                if now >= deadline:
                     raise WarehouseBusyError(
-                        f"warehouse.database {self.database!r} stayed locked by another process for "
+                        f"warehouse.database {self.database!r} stayed locked by {holder} for "
                         f"{self.lock_timeout_s:g}s (warehouse.lock_timeout_s); DuckDB allows one process at a time. "
-                        f"Wait for the other run to finish, or raise the timeout. DuckDB said: {exc}"
+                        "Wait for the other run to finish, or raise the timeout."
                     ) from exc
-                time.sleep(delay)
+                if logged_at is None or now - logged_at >= LOCK_LOG_EVERY_S:
+                    logged_at = now
+                    dg.get_dagster_logger().info(
+                        f"warehouse.database {self.database!r} is held by {holder}; waited {now - started:.0f}s "
+                        f"of {self.lock_timeout_s:g}s (warehouse.lock_timeout_s)"
+                    )
+                time.sleep(min(delay, max(deadline - now, 0.0)))
                 delay = min(delay * 2, 1.0)
+
+
+LOCK_LOG_EVERY_S = 30.0  # a waiting open says so at least this often
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def layout_version(conn: duckdb.DuckDBPyConnection) -> int | None:

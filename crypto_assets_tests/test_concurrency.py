@@ -177,6 +177,96 @@ def test_a_warehouse_held_too_long_is_a_clear_error_not_a_hang(tmp_path):
         holder.wait()
 
 
+def _hold_file(database: Path, seconds: float) -> subprocess.Popen:
+    """Another process that opens ``database`` read-write (DuckDB's file lock) for ``seconds``."""
+    code = (
+        f"import duckdb, time; c = duckdb.connect({str(database)!r}); print('HOLDING', flush=True); "
+        f"time.sleep({seconds})"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "HOLDING"
+    return holder
+
+
+def test_a_corrupt_file_fails_at_once_even_when_its_path_says_lock(tmp_path):
+    # The path holds "lock" twice: only DuckDB's lock-conflict wording may make an open wait.
+    folder = tmp_path / "lock" / "blockchain"
+    folder.mkdir(parents=True)
+    database = folder / "warehouse.duckdb"
+    database.write_bytes(b"not a duckdb file, and never was " * 200)
+    started = time.monotonic()
+    with pytest.raises(ValueError) as raised:
+        with Warehouse(database=str(database)).connect():  # the default lock_timeout_s: 900 s
+            pass
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert "\n" not in message and str(database) in message and "not a valid DuckDB database file" in message
+    assert not isinstance(raised.value, WarehouseBusyError)
+
+
+def test_the_serving_snapshot_does_not_wait_on_a_corrupt_file_either(tmp_path):
+    import duckdb
+
+    from crypto_assets.serving_snapshot import open_read_only
+
+    database = tmp_path / "blocklock" / "warehouse.duckdb"
+    database.parent.mkdir()
+    database.write_bytes(b"\x00garbage" * 500)
+    started = time.monotonic()
+    with pytest.raises(duckdb.IOException, match="not a valid DuckDB database file"):
+        open_read_only(str(database), wait_s=120)
+    assert time.monotonic() - started < 10
+
+
+def test_only_duckdb_wording_makes_an_error_a_lock_or_a_write_conflict():
+    import duckdb
+
+    from crypto_assets.duckdb_errors import is_write_conflict, lock_holder
+
+    held = 'IO Error: Could not set lock on file "/x/w.duckdb": Conflicting lock is held in /usr/bin/python3 (PID 42). '
+    assert lock_holder(duckdb.IOException(held + "See also https://duckdb.org/docs/stable/connect/concurrency")) == (
+        "/usr/bin/python3 (PID 42)"
+    )
+    denied = 'IO Error: Cannot open file "/data/lock/w.duckdb": Permission denied'
+    assert lock_holder(duckdb.IOException(denied)) is None
+    assert lock_holder(RuntimeError(held)) is None  # DuckDB's type, not only its words
+    assert is_write_conflict(
+        duckdb.TransactionException("Failed to commit DuckLake transaction. Transaction conflict - attempting to ...")
+    )
+    # DuckLake failing to read its catalog while checking for conflicts is not a conflict to retry.
+    assert not is_write_conflict(
+        duckdb.TransactionException(
+            "Failed to commit DuckLake transaction - failed to get files with deletions for conflict resolution: "
+            "IO Error: connection to server lost"
+        )
+    )
+    assert not is_write_conflict(duckdb.IOException("Transaction conflict - /data/conflicts/x.parquet"))
+
+
+def test_a_lock_held_by_another_process_is_waited_for_and_logged_with_its_pid(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from crypto_assets import warehouse as warehouse_module
+
+    monkeypatch.setattr(warehouse_module, "LOCK_LOG_EVERY_S", 0.5)
+    database = tmp_path / "lock" / "warehouse.duckdb"
+    database.parent.mkdir()
+    holder = _hold_file(database, 3)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            with Warehouse(database=str(database), lock_timeout_s=60).connect() as conn:
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 1 < waited < 30
+    waits = [r.getMessage() for r in caplog.records if "is held by" in r.getMessage()]
+    assert len(waits) >= 2, caplog.text  # the first conflict, then again while it lasts
+    assert all(f"(PID {holder.pid})" in w and "warehouse.lock_timeout_s" in w for w in waits), waits
+
+
 KILLED_MID_WRITE = """
     import sys, time
     import dagster as dg

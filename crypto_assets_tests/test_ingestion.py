@@ -313,9 +313,11 @@ def test_deployment_and_source_settings_are_validated(monkeypatch):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
+        ("mysql://root@127.0.0.1:3306/dagster", "must name the psycopg2 driver"),
         ("postgresql+psycopg://postgres@127.0.0.1:5432/dagster", "must name the psycopg2 driver"),
         ("not a url", "is not a database URL"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:notaport/dagster", "numeric port"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:99999/dagster", "not one of 1..65535"),
         ("postgresql+psycopg2://postgres@127.0.0.1:5432", "names no database"),
     ],
 )
@@ -334,7 +336,7 @@ def test_an_unreachable_postgres_is_a_clear_error_with_the_password_hidden(monke
     # Port 9 (discard) on loopback: nothing listens there.
     monkeypatch.setenv(instance_setup.PG_URL_ENV, "postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:9/dagster")
     with pytest.raises(
-        instance_setup.InstanceSetupError, match=r"PostgreSQL at 127\.0\.0\.1:9 is unreachable"
+        instance_setup.InstanceSetupError, match=r"nothing listens at 127\.0\.0\.1:9 \(connection refused\)"
     ) as raised:
         instance_setup.prepare_home(tmp_path / "home", "prod")
     assert "s3cret-pw" not in str(raised.value)
