@@ -13,7 +13,12 @@ the 90% block-bootstrap interval of each difference, the positives, and whether 
 (would promote). Then the means over days; with ``--json`` one final JSON line.
 
 CSV replay has labeled anomalies injected (the source's seed and rate); with only four coins,
-a window of several weeks holds enough of them.
+a window of several weeks holds enough of them. ``--anomaly-generator module:function`` swaps the
+generator of the injected anomalies (synthetic and CSV alike) for any function with the signature
+of ``crypto_assets.market.anomalies.inject_anomalies``, e.g. the holdout generator
+``crypto_assets.market.holdout_anomalies:inject_holdout_anomalies``. The anomaly detector's recall
+per kind (at its flags, and the z-score's at the same flag rate) is read from its evaluations'
+metadata, whichever kinds the generator names.
 """
 
 from __future__ import annotations
@@ -68,6 +73,28 @@ def summarize(rows: list[dict]) -> dict:
     return models
 
 
+def kinds_summary(per_day: list[list[dict]]) -> dict:
+    """Recall per kind pooled over the evaluations (weighted by each evaluation's rows of the kind)."""
+    pooled: dict[str, dict] = {}
+    for records in per_day:
+        for r in records:
+            p = pooled.setdefault(r["kind"], {"rows": 0, "events": 0, "weighted": {}})
+            p["rows"] += r["rows"]
+            p["events"] += r["events"]
+            for key, value in r.items():
+                if key.endswith("recall"):
+                    p["weighted"][key] = p["weighted"].get(key, 0.0) + value * r["rows"]
+    return {
+        kind: {
+            "rows": p["rows"],
+            "events": p["events"],
+            **{k: round(v / p["rows"], 3) for k, v in p["weighted"].items()},
+        }
+        for kind, p in sorted(pooled.items())
+        if p["rows"]
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=["synthetic", "csv"], default="synthetic")
@@ -86,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--coins", type=int, default=20, help="synthetic universe size")
     parser.add_argument("--csv-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "market"))
+    parser.add_argument(
+        "--anomaly-generator",
+        default="crypto_assets.market.anomalies:inject_anomalies",
+        help="module:function injecting the labeled anomalies, with inject_anomalies' signature",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
     if args.days < 1 or args.every < 1:
@@ -108,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
     days = [first_day + timedelta(days=i * args.every) for i in range(args.days)]
     source = (
-        CsvReplayMarket(paths=[args.csv_path]) if args.source == "csv" else SyntheticMarket(universe_size=args.coins)
+        CsvReplayMarket(paths=[args.csv_path], anomaly_generator=args.anomaly_generator)
+        if args.source == "csv"
+        else SyntheticMarket(universe_size=args.coins, anomaly_generator=args.anomaly_generator)
     )
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
     resources = {
@@ -118,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     split_config = {"ops": {"training_splits": {"config": {"evaluation_days": args.evaluation_days}}}}
     rows: list[dict] = []
+    kinds_per_day: list[list[dict]] = []
     with dg.DagsterInstance.ephemeral() as instance:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
@@ -154,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{baseline}_pr_auc"] = _value(meta, f"{baseline}_pr_auc")
                     row[f"{baseline}_ci_low"] = _value(meta, f"vs_{baseline}_ci_low")
                 rows.append(row)
+                if "recall_by_kind_json" in meta:
+                    kinds_per_day.append(list(meta["recall_by_kind_json"].value))
 
     print(
         f"\nsource={args.source}, split days {days[0]} .. {days[-1]} every {args.every} day(s), "
@@ -178,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
             f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}"
         )
+    kinds = kinds_summary(kinds_per_day)
+    if kinds:
+        print(f"\nanomaly_detector recall per kind ({args.anomaly_generator}), pooled over the evaluations:")
+        print(f"{'kind':<28}{'rows':>7}{'events':>8}{'detector':>10}{'zscore':>8}{'events found':>14}")
+        for kind, k in kinds.items():
+            print(
+                f"{kind:<28}{k['rows']:>7}{k['events']:>8}{k.get('candidate_recall', math.nan):>10.3f}"
+                f"{k.get('zscore_recall', math.nan):>8.3f}{k.get('candidate_event_recall', math.nan):>14.3f}"
+            )
     if args.json:
         print(
             json.dumps(
@@ -186,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     "start": args.start,
                     "every": args.every,
                     "evaluation_days": args.evaluation_days,
+                    "anomaly_generator": args.anomaly_generator,
                     "models": summary,
+                    "recall_by_kind": kinds,
                 }
             )
         )

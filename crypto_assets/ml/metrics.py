@@ -51,3 +51,42 @@ def best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, thresholds = precision_recall_curve(truth, scores)
     f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
     return float(thresholds[int(np.argmax(f1))])
+
+
+def top_share_flags(scores: np.ndarray, count: int) -> np.ndarray:
+    """Flags on the ``count`` highest scores (earlier rows first among ties): another model at the same flag rate."""
+    import numpy as np
+
+    flags = np.zeros(len(scores), dtype=bool)
+    if count > 0:
+        order = np.argsort(-np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf), kind="stable")
+        flags[order[:count]] = True
+    return flags
+
+
+def recall_by_kind(kinds: pd.Series, events: pd.Series, flags: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Recall of each kind of anomaly at each set of flags: the share of its hours flagged, and of its events
+    with at least one hour flagged.
+
+    ``kinds`` and ``events`` give per row the anomaly's kind and event id (missing on normal rows);
+    ``flags`` maps a role to its boolean flags on the same rows. Kinds are taken as they come, so a
+    generator's kinds need not be known here. One row per kind, by kind, with ``rows`` and ``events``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    kinds = pd.Series(kinds).reset_index(drop=True)
+    events = pd.Series(events).reset_index(drop=True)
+    anomalous = kinds.notna().to_numpy()
+    columns = ["kind", "rows", "events"] + [f"{r}_{m}" for r in flags for m in ("recall", "event_recall")]
+    out = []
+    for kind in sorted(kinds[anomalous].astype(str).unique()):
+        mine = anomalous & (kinds.astype(str) == kind).to_numpy()
+        row = {"kind": kind, "rows": int(mine.sum()), "events": int(events[mine].nunique())}
+        for role, flagged in flags.items():
+            flagged = np.asarray(flagged, dtype=bool)
+            row[f"{role}_recall"] = float(flagged[mine].mean())
+            found = pd.Series(flagged[mine]).groupby(events[mine].to_numpy()).any()
+            row[f"{role}_event_recall"] = float(found.mean())
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
