@@ -61,6 +61,10 @@ def summarize(rows: list[dict]) -> dict:
             "positives_min": min(r["positives"] for r in mine),
             "baselines": {},
         }
+        for key in ("brier", "brier_skill", "ece"):
+            values = [r[key] for r in mine if key in r and not math.isnan(r[key])]
+            if values:
+                summary[key] = round(sum(values) / len(values), 4)
         for baseline in baselines:
             other = sum(r[f"{baseline}_pr_auc"] for r in mine) / len(mine)
             summary["baselines"][baseline] = {
@@ -185,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                     "promote": _value(meta, "gates_failed", "missing") == "none",
                     "gates_failed": _value(meta, "gates_failed", "not evaluated"),
                 }
+                for stat in ("brier", "brier_skill", "ece"):
+                    if f"candidate_{stat}" in meta:
+                        row[stat] = _value(meta, f"candidate_{stat}")
                 for baseline in baselines:
                     row[f"{baseline}_pr_auc"] = _value(meta, f"{baseline}_pr_auc")
                     row[f"{baseline}_ci_low"] = _value(meta, f"vs_{baseline}_ci_low")
@@ -214,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
             f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}"
+            + (
+                f"; Brier {s['brier']:.4f}, Brier skill {s['brier_skill']:.3f}, ECE {s['ece']:.4f}"
+                if "ece" in s
+                else ""
+            )
         )
     kinds = kinds_summary(kinds_per_day)
     if kinds:

@@ -128,6 +128,9 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         chart = reports.path("evaluation", family.name, split_id, suffix=".svg")
         reports.write(chart, lambda tmp: tmp.write_text(chart_svg(family, split_id, evaluation, by_day)))
         failed = [f"{n} ({r.outcome})" for n, r in gates.items() if not r.passed]
+        calibration = family.calibration_warning(evaluation.roles[CANDIDATE])
+        if calibration:
+            context.log.warning(f"{family.name} {candidate.version_id} on {split_id}: {calibration}")
         if evaluation.recall_by_kind is not None and len(evaluation.recall_by_kind):
             context.log.info(
                 f"{family.name} recall per kind at its flags: "
@@ -140,6 +143,7 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 **evaluation_metadata(candidate, evaluation, gates, versions),
+                **calibration_metadata(evaluation.roles[CANDIDATE], calibration),
                 "walk_forward_by_day": table(by_day),
                 **({"chart": dg.MetadataValue.url(reports.url(chart))} if reports.url(chart) else {}),
                 "chart_file": dg.MetadataValue.path(str(chart)),
@@ -287,6 +291,16 @@ def evaluation_metadata(
         **kind_metadata(evaluation.recall_by_kind),
     }
     return {k: rounded(v) for k, v in metadata.items()}
+
+
+def calibration_metadata(metrics: dict[str, float], warning: str | None) -> dict:
+    """The candidate's Brier score, Brier skill and expected calibration error, where it forecasts probabilities."""
+    if "ece" not in metrics:
+        return {}
+    return {
+        **{f"candidate_{k}": rounded(float(metrics[k])) for k in ("brier", "brier_skill", "ece")},
+        "calibration": warning or "well calibrated",
+    }
 
 
 def kind_metadata(by_kind: "pd.DataFrame | None") -> dict:

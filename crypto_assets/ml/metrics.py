@@ -90,3 +90,30 @@ def recall_by_kind(kinds: pd.Series, events: pd.Series, flags: dict[str, np.ndar
             row[f"{role}_event_recall"] = float(found.mean())
         out.append(row)
     return pd.DataFrame(out, columns=columns)
+
+
+def calibration_metrics(truth: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """How far forecast probabilities are from observed frequencies.
+
+    ``brier``: mean squared error of the probabilities; ``brier_skill``: 1 - brier / the brier of
+    always forecasting the observed base rate (0: no better than the base rate, < 0: worse);
+    ``ece``: expected calibration error, the row-weighted mean |mean forecast - observed share| over
+    ``bins`` equal-width probability bins.
+    """
+    import numpy as np
+
+    truth = np.asarray(truth, dtype=float)
+    p = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
+    if not len(truth) or not np.isfinite(p).all():
+        return {"brier": float("nan"), "brier_skill": float("nan"), "ece": float("nan")}
+    brier = float(np.mean((p - truth) ** 2))
+    base = float(truth.mean())
+    reference = base * (1 - base)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=truth, minlength=bins))
+    return {
+        "brier": brier,
+        "brier_skill": float(1 - brier / reference) if reference > 0 else float("nan"),
+        "ece": float(gap.sum() / counts.sum()),
+    }
