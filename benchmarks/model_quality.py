@@ -13,7 +13,12 @@ the 90% block-bootstrap interval of each difference, the positives, and whether 
 (would promote). Then the means over days; with ``--json`` one final JSON line.
 
 CSV replay has labeled anomalies injected (the source's seed and rate); with only four coins,
-a window of several weeks holds enough of them.
+a window of several weeks holds enough of them. ``--anomaly-generator module:function`` swaps the
+generator of the injected anomalies (synthetic and CSV alike) for any function with the signature
+of ``crypto_assets.market.anomalies.inject_anomalies``, e.g. the holdout generator
+``crypto_assets.market.holdout_anomalies:inject_holdout_anomalies``. The anomaly detector's recall
+per kind (at its flags, and the z-score's at the same flag rate) is read from its evaluations'
+metadata, whichever kinds the generator names.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ def summarize(rows: list[dict]) -> dict:
             "positives_min": min(r["positives"] for r in mine),
             "baselines": {},
         }
+        for key in ("brier", "brier_skill", "ece"):
+            values = [r[key] for r in mine if key in r and not math.isnan(r[key])]
+            if values:
+                summary[key] = round(sum(values) / len(values), 4)
         for baseline in baselines:
             other = sum(r[f"{baseline}_pr_auc"] for r in mine) / len(mine)
             summary["baselines"][baseline] = {
@@ -66,6 +75,28 @@ def summarize(rows: list[dict]) -> dict:
             }
         models[name] = summary
     return models
+
+
+def kinds_summary(per_day: list[list[dict]]) -> dict:
+    """Recall per kind pooled over the evaluations (weighted by each evaluation's rows of the kind)."""
+    pooled: dict[str, dict] = {}
+    for records in per_day:
+        for r in records:
+            p = pooled.setdefault(r["kind"], {"rows": 0, "events": 0, "weighted": {}})
+            p["rows"] += r["rows"]
+            p["events"] += r["events"]
+            for key, value in r.items():
+                if key.endswith("recall"):
+                    p["weighted"][key] = p["weighted"].get(key, 0.0) + value * r["rows"]
+    return {
+        kind: {
+            "rows": p["rows"],
+            "events": p["events"],
+            **{k: round(v / p["rows"], 3) for k, v in p["weighted"].items()},
+        }
+        for kind, p in sorted(pooled.items())
+        if p["rows"]
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--coins", type=int, default=20, help="synthetic universe size")
     parser.add_argument("--csv-path", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "market"))
+    parser.add_argument(
+        "--anomaly-generator",
+        default="crypto_assets.market.anomalies:inject_anomalies",
+        help="module:function injecting the labeled anomalies, with inject_anomalies' signature",
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(BASELINES),
+        help="comma-separated model families to evaluate (default: all); fewer is faster",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args(argv)
     if args.days < 1 or args.every < 1:
         parser.error("--days and --every must be at least 1")
+    models = [m for m in args.models.split(",") if m]
+    if not models or set(models) - set(BASELINES):
+        parser.error(f"--models takes some of {', '.join(BASELINES)}")
 
     first_day = date.fromisoformat(args.start)
     history = args.history_days if args.history_days is not None else 60 + args.evaluation_days + 10
@@ -108,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     days = [first_day + timedelta(days=i * args.every) for i in range(args.days)]
     source = (
-        CsvReplayMarket(paths=[args.csv_path]) if args.source == "csv" else SyntheticMarket(universe_size=args.coins)
+        CsvReplayMarket(paths=[args.csv_path], anomaly_generator=args.anomaly_generator)
+        if args.source == "csv"
+        else SyntheticMarket(universe_size=args.coins, anomaly_generator=args.anomaly_generator)
     )
     database = Path(tempfile.mkdtemp()) / "quality.duckdb"
     resources = {
@@ -118,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     split_config = {"ops": {"training_splits": {"config": {"evaluation_days": args.evaluation_days}}}}
     rows: list[dict] = []
+    kinds_per_day: list[list[dict]] = []
     with dg.DagsterInstance.ephemeral() as instance:
         hourly = dg.materialize(
             [ingestion.market_snapshots, features.coin_features, features.coin_labels],
@@ -131,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         for day in days:
             key = day.isoformat()
             # A refused candidate is a decision, not a failure: every evaluation is recorded, which is all we read.
+            chosen = [
+                a
+                for a in [*candidates.candidate_assets, *evaluations.evaluation_assets]
+                if any(k.path[-1].startswith(tuple(f"{m}_" for m in models)) for k in a.keys)
+            ]
             result = dg.materialize(
-                [splits.training_splits, *candidates.candidate_assets, *evaluations.evaluation_assets],
+                [splits.training_splits, *chosen],
                 instance=instance,
                 resources=resources,
                 partition_key=key,
@@ -140,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_config=split_config,
             )
             for name, baselines in BASELINES.items():
+                if name not in models:
+                    continue
                 found = result.asset_materializations_for_node(f"{name}_evaluation")
                 meta = found[0].metadata if found else {}
                 row = {
@@ -150,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                     "promote": _value(meta, "gates_failed", "missing") == "none",
                     "gates_failed": _value(meta, "gates_failed", "not evaluated"),
                 }
+                for stat in ("brier", "brier_skill", "ece"):
+                    if f"candidate_{stat}" in meta:
+                        row[stat] = _value(meta, f"candidate_{stat}")
                 for baseline in baselines:
                     row[f"{baseline}_pr_auc"] = _value(meta, f"{baseline}_pr_auc")
                     row[f"{baseline}_ci_low"] = _value(meta, f"vs_{baseline}_ci_low")
                 rows.append(row)
+                # as each day is evaluated, so a run stopped early still says what it found
+                print(f"evaluated {json.dumps(row)}", file=sys.stderr, flush=True)
+                if "recall_by_kind_json" in meta:
+                    kinds_per_day.append(list(meta["recall_by_kind_json"].value))
 
     print(
         f"\nsource={args.source}, split days {days[0]} .. {days[-1]} every {args.every} day(s), "
@@ -177,7 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"mean over {s['days']} day(s): {name} PR-AUC {s['pr_auc']:.3f} vs {ratios}; gates promote on "
             f"{s['promote_share']:.0%} of days; positives mean {s['positives_mean']}, min {s['positives_min']}"
+            + (
+                f"; Brier {s['brier']:.4f}, Brier skill {s['brier_skill']:.3f}, ECE {s['ece']:.4f}"
+                if "ece" in s
+                else ""
+            )
         )
+    kinds = kinds_summary(kinds_per_day)
+    if kinds:
+        print(f"\nanomaly_detector recall per kind ({args.anomaly_generator}), pooled over the evaluations:")
+        print(f"{'kind':<28}{'rows':>7}{'events':>8}{'detector':>10}{'zscore':>8}{'events found':>14}")
+        for kind, k in kinds.items():
+            print(
+                f"{kind:<28}{k['rows']:>7}{k['events']:>8}{k.get('candidate_recall', math.nan):>10.3f}"
+                f"{k.get('zscore_recall', math.nan):>8.3f}{k.get('candidate_event_recall', math.nan):>14.3f}"
+            )
     if args.json:
         print(
             json.dumps(
@@ -186,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                     "start": args.start,
                     "every": args.every,
                     "evaluation_days": args.evaluation_days,
+                    "anomaly_generator": args.anomaly_generator,
                     "models": summary,
+                    "recall_by_kind": kinds,
                 }
             )
         )

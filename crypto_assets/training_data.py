@@ -111,6 +111,22 @@ def load_rows(
     )
 
 
+def load_anomaly_kinds(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
+    """The injected events of every anomalous coin-hour in [start, end): coin_id, partition_hour, kind, event.
+
+    For evaluation only (recall per kind). A coin-hour labeled by two events keeps the first by id.
+    """
+    return query_frame(
+        conn,
+        """
+        SELECT coin_id, partition_hour, arg_min(anomaly_kind, anomaly_id) AS anomaly_kind, min(anomaly_id) AS anomaly_id
+        FROM raw.anomaly_ground_truth WHERE partition_hour >= $start AND partition_hour < $end
+        GROUP BY coin_id, partition_hour
+        """,
+        {"start": utc_naive(start), "end": utc_naive(end)},
+    )
+
+
 def refuse_stale_features(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
     """Fail, naming the days to re-materialize, when feature rows in [start, end) come from another feature spec.
 

@@ -112,6 +112,21 @@ class DriftConfig(dg.Config):
     max_reference_rows: int = Field(
         default=5000, ge=50, description="Reference rows are sampled (fixed seed) down to at most this many."
     )
+    coin_cusum: bool = Field(
+        default=True,
+        description=(
+            "Per-coin rule on top of the dataset-level one: a CUSUM of each coin's scale against the market "
+            "(crypto_assets/ml/coin_drift.py) over the last cusum_days days, its reference the reference_days before."
+        ),
+    )
+    cusum_days: int = Field(default=7, ge=1, le=30, description="Days the per-coin CUSUM accumulates over.")
+    cusum_allowance: float = Field(
+        default=0.2, ge=0.0, description="CUSUM allowance k (log ratio): daily moves below it never add up."
+    )
+    cusum_threshold: float = Field(default=0.35, gt=0.0, description="CUSUM threshold h: a coin drifted above it.")
+    cusum_min_coins: int = Field(
+        default=3, ge=1, description="The per-coin rule detects drift when at least this many coins drifted."
+    )
 
     @model_validator(mode="after")
     def _known_features(self):
@@ -127,11 +142,24 @@ class DriftConfig(dg.Config):
             if self.calibrate_thresholds and self.method == "wasserstein"
             else f"{self.method} above {self.feature_threshold:g}"
         )
+        coins = (
+            f"; or when at least {self.cusum_min_coins} coins' CUSUM of log(beta / reference beta) over the last "
+            f"{self.cusum_days} days exceeds {self.cusum_threshold:g} (allowance {self.cusum_allowance:g})"
+            if self.coin_cusum
+            else ""
+        )
         return (
             f"{per_feature} per feature; drift when at least {self.drift_share_threshold:.0%} of features "
             "drift, or one is "
             f"{self.decisive_factor:g}x past its threshold; last {self.current_days} day(s) vs the "
-            f"{self.reference_days} before"
+            f"{self.reference_days} before" + coins
+        )
+
+    def cusum_settings(self):
+        from crypto_assets.ml.coin_drift import CusumSettings
+
+        return CusumSettings(
+            allowance=self.cusum_allowance, threshold=self.cusum_threshold, min_coins=self.cusum_min_coins
         )
 
     def detects(self, result: "DriftResult") -> bool:
@@ -350,6 +378,16 @@ def load_window(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime)
     )
 
 
+def load_returns(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> "pd.DataFrame":
+    """Hourly log returns of every coin in [start, end): what the per-coin CUSUM reads."""
+    return query_frame(
+        conn,
+        "SELECT coin_id, partition_hour, ret_1h FROM features.coin_features "
+        "WHERE partition_hour >= $start AND partition_hour < $end",
+        {"start": utc_naive(start), "end": utc_naive(end)},
+    )
+
+
 def save_report(snapshot, path: Path, heading: str) -> None:
     """Evidently's HTML report, with a heading naming both windows and the project's rule (its own names neither)."""
     import html
@@ -362,6 +400,37 @@ def save_report(snapshot, path: Path, heading: str) -> None:
     )
     at = text.find(">", text.find("<body")) + 1 if "<body" in text else 0
     path.write_text(text[:at] + banner + text[at:])
+
+
+def per_coin_drift(returns: "pd.DataFrame", monitored_start: datetime, config: DriftConfig) -> "pd.DataFrame":
+    """The per-coin CUSUM on the monitored days (from ``monitored_start``) against the reference days before."""
+    from crypto_assets.ml.coin_drift import coin_drift
+
+    before = returns["partition_hour"] < utc_naive(monitored_start)
+    return coin_drift(returns[before], returns[~before], config.cusum_settings())
+
+
+def coins_drifted(coins: "pd.DataFrame") -> list[str]:
+    from crypto_assets.ml.coin_drift import coins_drifted as drifted
+
+    return drifted(coins)
+
+
+def coin_metadata(coins: "pd.DataFrame | None", drifted: list[str], detected: bool) -> dict[str, Any]:
+    """Which coins drifted and their CUSUM statistics, as numbers to plot and a table to read."""
+    import math
+
+    if coins is None:
+        return {}
+    per_coin = coins[coins["coin_id"] != "(market)"]
+    top = float(per_coin["cusum"].max()) if len(per_coin) else 0.0
+    return {
+        "coin_drift_detected": detected,
+        "coins_drifted": ", ".join(drifted) or "none",
+        "coins_drifted_count": len(drifted),
+        "max_coin_cusum": round(top, 4) if not math.isnan(top) else 0.0,
+        "coin_cusum": table(coins),
+    }
 
 
 @dg.asset(
@@ -417,6 +486,12 @@ def feature_drift(
         refuse_stale_features(conn, reference_start, current_end)
         current = load_window(conn, current_start, current_end)
         references = {RECENT_VS_REFERENCE: load_window(conn, reference_start, current_start)}
+        monitored_start = current_end - timedelta(days=config.cusum_days)
+        returns = (
+            load_returns(conn, monitored_start - timedelta(days=config.reference_days), current_end)
+            if config.coin_cusum
+            else None
+        )
         for family in MODEL_FAMILIES:
             champion = registry.champion(conn, family.name)
             if champion is None or champion.lineage.train_start is None:
@@ -463,7 +538,16 @@ def feature_drift(
         context.log.info(f"{comparison}: drift share {results[comparison].drift_share:.3f}, report {paths[comparison]}")
 
     main = results[RECENT_VS_REFERENCE]
-    detected = config.detects(main)
+    dataset_detected = config.detects(main)
+    coins = per_coin_drift(returns, monitored_start, config) if returns is not None else None
+    drifted_coins = coins_drifted(coins) if coins is not None else []
+    coins_detected = len(drifted_coins) >= config.cusum_min_coins
+    detected = dataset_detected or coins_detected
+    if drifted_coins:
+        context.log.info(
+            f"per-coin CUSUM past {config.cusum_threshold:g}: {', '.join(drifted_coins)}"
+            + ("" if coins_detected else f" (fewer than {config.cusum_min_coins}: no alarm)")
+        )
 
     now = utc_naive(datetime.now(UTC))
     feature_rows = pd.concat(
@@ -500,6 +584,8 @@ def feature_drift(
     metadata: dict[str, Any] = {
         "dagster/row_count": len(feature_rows),
         DRIFT_DETECTED_METADATA_KEY: detected,
+        "dataset_drift_detected": dataset_detected,
+        **coin_metadata(coins, drifted_coins, coins_detected),
         DRIFT_SHARE_METADATA_KEY: float(main.drift_share),
         "drifted_features": int(main.drifted_features),
         "features_compared": int(main.features_compared),
@@ -553,10 +639,17 @@ def feature_drift(
                     "drift_share_threshold": float(config.drift_share_threshold),
                     "drifted_features": int(main.drifted_features),
                     "features_compared": int(main.features_compared),
+                    **{
+                        k: v
+                        for k, v in coin_metadata(coins, drifted_coins, coins_detected).items()
+                        if k != "coin_cusum"
+                    },
                 },
                 description=(
                     f"{main.drifted_features} of {main.features_compared} features drifted (share "
-                    f"{main.drift_share:.3f}); rule: {config.rule()}"
+                    f"{main.drift_share:.3f})"
+                    + (f"; coins drifted (CUSUM): {', '.join(drifted_coins)}" if drifted_coins else "")
+                    + f"; rule: {config.rule()}"
                 ),
             )
         ],

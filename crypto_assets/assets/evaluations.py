@@ -30,7 +30,7 @@ from crypto_assets.ml.gates import BASELINE_GATE, CHAMPION_GATE, GATES, GateConf
 from crypto_assets.ml.walk_forward import CANDIDATE, CHAMPION, walk_forward
 from crypto_assets.partitions import daily_partitions
 from crypto_assets.resources import Reports
-from crypto_assets.training_data import Split, load_rows, load_split_frame
+from crypto_assets.training_data import Split, load_anomaly_kinds, load_rows, load_split_frame
 from crypto_assets.warehouse import Warehouse, insert_frame, transaction
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -98,11 +98,16 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
             rows = family.usable_rows(
                 load_rows(conn, split.evaluation_start, split.evaluation_end, excluded=split.excluded_coins)
             )
+            kinds = (
+                load_anomaly_kinds(conn, split.evaluation_start, split.evaluation_end)
+                if family.needs_ground_truth
+                else None
+            )
         artifact = check_artifact(family, candidate_model, rows, scores)
         champion_scores, champion_note = champion_evidence(warehouse, family, split_id, candidate, champion, scores)
         if champion_scores is not None:
             scores = pd.concat([scores, champion_scores], ignore_index=True)
-        evaluation = evaluate_candidate(family, config, candidate, scores, champion_note, artifact)
+        evaluation = evaluate_candidate(family, config, candidate, scores, champion_note, artifact, kinds)
         gates = decide(evaluation.evidence, config)
         versions = {CANDIDATE: candidate.version_id, CHAMPION: champion.version_id if champion else None}
         now = utc_naive(datetime.now(UTC))
@@ -123,6 +128,14 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         chart = reports.path("evaluation", family.name, split_id, suffix=".svg")
         reports.write(chart, lambda tmp: tmp.write_text(chart_svg(family, split_id, evaluation, by_day)))
         failed = [f"{n} ({r.outcome})" for n, r in gates.items() if not r.passed]
+        calibration = family.calibration_warning(evaluation.roles[CANDIDATE])
+        if calibration:
+            context.log.warning(f"{family.name} {candidate.version_id} on {split_id}: {calibration}")
+        if evaluation.recall_by_kind is not None and len(evaluation.recall_by_kind):
+            context.log.info(
+                f"{family.name} recall per kind at its flags: "
+                + ", ".join(f"{r.kind} {r.candidate_recall:.2f}" for r in evaluation.recall_by_kind.itertuples())
+            )
         context.log.info(
             f"{family.name} {candidate.version_id} on {split_id}: "
             + (f"refused by its gates: {', '.join(failed)}" if failed else "every gate passed")
@@ -130,6 +143,7 @@ def build_evaluation_asset(family: ModelFamily) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 **evaluation_metadata(candidate, evaluation, gates, versions),
+                **calibration_metadata(evaluation.roles[CANDIDATE], calibration),
                 "walk_forward_by_day": table(by_day),
                 **({"chart": dg.MetadataValue.url(reports.url(chart))} if reports.url(chart) else {}),
                 "chart_file": dg.MetadataValue.path(str(chart)),
@@ -277,8 +291,34 @@ def evaluation_metadata(
             {role: {k: rounded(v) for k, v in m.items()} for role, m in evaluation.roles.items()}
         ),
         "lineage": dg.MetadataValue.json({k: v for k, v in lineage.as_metadata().items()}),
+        **kind_metadata(evaluation.recall_by_kind),
     }
     return {k: rounded(v) for k, v in metadata.items()}
+
+
+def calibration_metadata(metrics: dict[str, float], warning: str | None) -> dict:
+    """The candidate's Brier score, Brier skill and expected calibration error, where it forecasts probabilities."""
+    if "ece" not in metrics:
+        return {}
+    return {
+        **{f"candidate_{k}": rounded(float(metrics[k])) for k in ("brier", "brier_skill", "ece")},
+        "calibration": warning or "well calibrated",
+    }
+
+
+def kind_metadata(by_kind: "pd.DataFrame | None") -> dict:
+    """Recall per anomaly kind: a table, the same as JSON (what benchmarks read), and one number per kind to plot."""
+    import re
+
+    if by_kind is None:
+        return {}
+    records = [{k: rounded(v) for k, v in r.items()} for r in by_kind.to_dict("records")]
+    return {
+        "recall_by_kind": table(by_kind),
+        "recall_by_kind_json": dg.MetadataValue.json(records),
+        # kinds come from whichever generator injected them: keys are made safe, the table keeps the names
+        **{f"recall/{re.sub(r'[^a-z0-9_]+', '_', r['kind'].lower())}": r["candidate_recall"] for r in records},
+    }
 
 
 def walk_forward_by_day(family: ModelFamily, scores: "pd.DataFrame") -> "pd.DataFrame":

@@ -8,7 +8,9 @@ separate ground-truth frame that models never see.
 
 from __future__ import annotations
 
+import importlib
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,59 @@ ANOMALY_KINDS: dict[str, tuple[int, int]] = {
 MAX_EVENT_HOURS = max(hi for _, hi in ANOMALY_KINDS.values())
 _MEAN_EVENT_HOURS = float(np.mean([(lo + hi) / 2 for lo, hi in ANOMALY_KINDS.values()]))
 _KINDS = list(ANOMALY_KINDS)
+
+
+DEFAULT_GENERATOR = "crypto_assets.market.anomalies:inject_anomalies"
+Generator = Callable[..., tuple[pd.DataFrame, pd.DataFrame]]
+
+
+def resolve_generator(spec: str) -> tuple[Generator, int]:
+    """``module:function`` -> (the generator, the hours of lead it needs so events that began earlier are whole).
+
+    Any function with the signature of :func:`inject_anomalies` plugs in; its module's
+    ``MAX_EVENT_HOURS`` (48 when it has none) says how long its events can be.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"an anomaly generator is named module:function, got {spec!r}")
+    module = importlib.import_module(module_name)
+    generator = getattr(module, attribute, None)
+    if not callable(generator):
+        raise ValueError(f"{spec!r}: {module_name} has no function {attribute}")
+    return generator, int(getattr(module, "MAX_EVENT_HOURS", 48))
+
+
+def run_generator(
+    generator: Generator, frame: pd.DataFrame, *, seed: int, rate: float, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Call a plugged-in generator and make its ground truth safe to store, whatever it returns.
+
+    Unknown kinds are kept as they are (evaluation reports recall per kind, whichever kinds it finds);
+    a missing kind or id is named, rows for coin-hours not in the frame are dropped, duplicates are
+    merged, and every column is typed.
+    """
+    altered, truth = generator(frame, seed=seed, rate=rate, source=source)
+    truth = pd.DataFrame(truth).copy()
+    if truth.empty or not {"coin_id", "observed_at"} <= set(truth.columns):
+        return altered, _ground_truth([])
+    truth["observed_at"] = pd.to_datetime(truth["observed_at"])
+    if getattr(truth["observed_at"].dt, "tz", None) is not None:
+        truth["observed_at"] = truth["observed_at"].dt.tz_convert("UTC").dt.tz_localize(None)
+    kind = truth["anomaly_kind"] if "anomaly_kind" in truth else pd.Series(None, index=truth.index)
+    truth["anomaly_kind"] = kind.where(kind.notna(), "unnamed").astype(str)
+    if "anomaly_id" not in truth:
+        truth["anomaly_id"] = None
+    truth["anomaly_id"] = truth["anomaly_id"].where(
+        truth["anomaly_id"].notna(), source + "-" + truth["coin_id"].astype(str) + "-" + truth["anomaly_kind"]
+    )
+    truth["source"] = source
+    keys = pd.MultiIndex.from_frame(
+        altered[["coin_id", "observed_at"]].assign(observed_at=pd.to_datetime(altered["observed_at"]))
+    )
+    truth = truth[pd.MultiIndex.from_frame(truth[["coin_id", "observed_at"]]).isin(keys)]
+    truth = truth.drop_duplicates(["coin_id", "observed_at"]).reset_index(drop=True)
+    truth["partition_hour"] = truth["observed_at"].dt.floor("h")
+    return altered, conform(truth, GROUND_TRUTH_COLUMNS)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -51,6 +51,13 @@ class SyntheticMarket(MarketSource):
     anomaly_rate: float = Field(
         default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly."
     )
+    anomaly_generator: str = Field(
+        default="crypto_assets.market.anomalies:inject_anomalies",
+        description=(
+            "module:function of the anomaly generator, with the signature of crypto_assets.market.anomalies."
+            "inject_anomalies; e.g. crypto_assets.market.holdout_anomalies:inject_holdout_anomalies to validate."
+        ),
+    )
     regime_shift_at: str | None = Field(
         default=None,
         description=(
@@ -99,7 +106,9 @@ class SyntheticMarket(MarketSource):
         from crypto_assets.market.universe import default_universe
 
         universe = default_universe(self.universe_size)
-        return synthetic_window(universe, self.seed, start, end, self.anomaly_rate, self.regime_shift())
+        return synthetic_window(
+            universe, self.seed, start, end, self.anomaly_rate, self.regime_shift(), self.anomaly_generator
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyntheticMarket:
@@ -165,6 +174,13 @@ class CsvReplayMarket(MarketSource):
         default=0.02, ge=0.0, lt=0.5, description="Share of coin-hours inside an injected anomaly."
     )
     seed: int = Field(default=7, description="Seed of the injected anomalies.")
+    anomaly_generator: str = Field(
+        default="crypto_assets.market.anomalies:inject_anomalies",
+        description=(
+            "module:function of the anomaly generator, with the signature of crypto_assets.market.anomalies."
+            "inject_anomalies; e.g. crypto_assets.market.holdout_anomalies:inject_holdout_anomalies to validate."
+        ),
+    )
 
     def fetch(self, start: datetime, end: datetime) -> SourceBatch:
         from crypto_assets.market.csv_replay import csv_window
@@ -174,10 +190,13 @@ class CsvReplayMarket(MarketSource):
 
     def _with_anomalies(self, batch: SourceBatch) -> SourceBatch:
         """Overlay labeled anomalies on replayed real candles, so detectors can be scored on real markets."""
-        from crypto_assets.market.anomalies import inject_anomalies
+        from crypto_assets.market.anomalies import resolve_generator, run_generator
         from crypto_assets.market.schema import GROUND_TRUTH_COLUMNS, SNAPSHOT_COLUMNS, conform
 
-        altered, truth = inject_anomalies(batch.snapshots, seed=self.seed, rate=self.anomaly_rate, source=self.kind)
+        generator, _ = resolve_generator(self.anomaly_generator)
+        altered, truth = run_generator(
+            generator, batch.snapshots, seed=self.seed, rate=self.anomaly_rate, source=self.kind
+        )
         truth = truth.assign(partition_hour=truth["observed_at"].dt.floor("h"))
         stats = {**batch.stats, "anomalous_rows": len(truth)}
         return SourceBatch(

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from crypto_assets.market.anomalies import MAX_EVENT_HOURS, inject_anomalies
+from crypto_assets.market.anomalies import DEFAULT_GENERATOR, resolve_generator, run_generator
 from crypto_assets.market.schema import (
     GROUND_TRUTH_COLUMNS,
     SNAPSHOT_COLUMNS,
@@ -124,7 +124,13 @@ def simulate_base(
 
 
 def synthetic_window(
-    coins: list[Coin], seed: int, start: datetime, end: datetime, anomaly_rate: float, shift: RegimeShift | None = None
+    coins: list[Coin],
+    seed: int,
+    start: datetime,
+    end: datetime,
+    anomaly_rate: float,
+    shift: RegimeShift | None = None,
+    anomaly_generator: str = DEFAULT_GENERATOR,
 ) -> SourceBatch:
     """Snapshots and anomaly ground truth for the hours in [start, end)."""
     first = _hours_since_epoch(start)
@@ -135,7 +141,8 @@ def synthetic_window(
         raise ValueError(f"empty window: start {start.isoformat()} is not before end {end.isoformat()}")
     base = simulate_base(coins, seed, last, shift)
     # Simulate a few hours before the window too, so events that began earlier are whole.
-    lead = min(first, MAX_EVENT_HOURS)
+    generator, max_event_hours = resolve_generator(anomaly_generator)
+    lead = min(first, max_event_hours)
     rows = slice(first - lead, last)
     hours = pd.date_range(utc_naive(SIM_EPOCH) + timedelta(hours=first - lead), periods=last - first + lead, freq="h")
     n = len(hours)
@@ -147,7 +154,7 @@ def synthetic_window(
             **{k: v[rows].T.reshape(-1) for k, v in base.items()},
         }
     )
-    frame, truth = inject_anomalies(frame, seed=seed, rate=anomaly_rate, source="synthetic")
+    frame, truth = run_generator(generator, frame, seed=seed, rate=anomaly_rate, source="synthetic")
     window_start = utc_naive(start)
     frame = frame[frame["observed_at"] >= window_start]
     truth = truth[truth["observed_at"] >= window_start]

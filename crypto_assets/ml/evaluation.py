@@ -43,6 +43,7 @@ class Evaluation:
     roles: dict[str, dict[str, float]]  # role (candidate, a baseline, champion) -> metric -> value
     rows: int
     hours: int
+    recall_by_kind: pd.DataFrame | None = None  # families evaluated on injected anomalies: recall per kind
 
 
 def check_artifact(
@@ -77,6 +78,23 @@ def aligned(scores: pd.DataFrame, role: str, keys: pd.DataFrame) -> np.ndarray:
     return found.reindex(pd.MultiIndex.from_frame(keys[["coin_id", "partition_hour"]])).to_numpy(dtype=float)
 
 
+def kind_recall(family: ModelFamily, scores: pd.DataFrame, kinds: pd.DataFrame) -> pd.DataFrame:
+    """Recall per kind of injected anomaly on the candidate's out-of-time rows: at the candidate's own flags, and
+    for each baseline at the same number of flags (its top scores), so the kinds are compared at one flag rate.
+
+    ``kinds``: coin_id, partition_hour, anomaly_kind, anomaly_id of the anomalous coin-hours.
+    """
+    from crypto_assets.ml.metrics import recall_by_kind, top_share_flags
+
+    rows = scores[scores["role"] == CANDIDATE].reset_index(drop=True)
+    labeled = rows[["coin_id", "partition_hour"]].merge(kinds, on=["coin_id", "partition_hour"], how="left")
+    flags = {CANDIDATE: rows["flagged"].eq(True).to_numpy()}
+    count = int(flags[CANDIDATE].sum())
+    for baseline in family.baselines:
+        flags[baseline.name] = top_share_flags(aligned(scores, baseline.name, rows), count)
+    return recall_by_kind(labeled["anomaly_kind"], labeled["anomaly_id"], flags)
+
+
 def evaluate_candidate(
     family: ModelFamily,
     config: GateConfig,
@@ -84,6 +102,7 @@ def evaluate_candidate(
     scores: pd.DataFrame,
     champion_note: str,
     artifact: ArtifactCheck,
+    kinds: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Metrics and comparisons of one candidate on its walk-forward ``scores`` (with the champion's, if any)."""
     import numpy as np
@@ -138,4 +157,5 @@ def evaluate_candidate(
         roles=roles,
         rows=len(rows),
         hours=int(len(np.unique(hours))) if len(rows) else 0,
+        recall_by_kind=kind_recall(family, scores, kinds) if kinds is not None else None,
     )

@@ -64,6 +64,11 @@ class ModelFamily:
     def metrics(self, truth: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict[str, float]:
         return classification_metrics(truth, scores, flags)
 
+    def calibration_warning(self, metrics: dict[str, float]) -> str | None:
+        """A sentence when the candidate's probabilities are poorly calibrated (families that forecast
+        probabilities); None otherwise."""
+        return None
+
     def explain(self, model: FittedModel, frame: pd.DataFrame) -> dict[str, dict[str, float]]:
         """Named feature importances (feature -> value) for the candidate's page; none by default."""
         return {}

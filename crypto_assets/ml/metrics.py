@@ -51,3 +51,69 @@ def best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, thresholds = precision_recall_curve(truth, scores)
     f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
     return float(thresholds[int(np.argmax(f1))])
+
+
+def top_share_flags(scores: np.ndarray, count: int) -> np.ndarray:
+    """Flags on the ``count`` highest scores (earlier rows first among ties): another model at the same flag rate."""
+    import numpy as np
+
+    flags = np.zeros(len(scores), dtype=bool)
+    if count > 0:
+        order = np.argsort(-np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf), kind="stable")
+        flags[order[:count]] = True
+    return flags
+
+
+def recall_by_kind(kinds: pd.Series, events: pd.Series, flags: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Recall of each kind of anomaly at each set of flags: the share of its hours flagged, and of its events
+    with at least one hour flagged.
+
+    ``kinds`` and ``events`` give per row the anomaly's kind and event id (missing on normal rows);
+    ``flags`` maps a role to its boolean flags on the same rows. Kinds are taken as they come, so a
+    generator's kinds need not be known here. One row per kind, by kind, with ``rows`` and ``events``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    kinds = pd.Series(kinds).reset_index(drop=True)
+    events = pd.Series(events).reset_index(drop=True)
+    anomalous = kinds.notna().to_numpy()
+    columns = ["kind", "rows", "events"] + [f"{r}_{m}" for r in flags for m in ("recall", "event_recall")]
+    out = []
+    for kind in sorted(kinds[anomalous].astype(str).unique()):
+        mine = anomalous & (kinds.astype(str) == kind).to_numpy()
+        row = {"kind": kind, "rows": int(mine.sum()), "events": int(events[mine].nunique())}
+        for role, flagged in flags.items():
+            flagged = np.asarray(flagged, dtype=bool)
+            row[f"{role}_recall"] = float(flagged[mine].mean())
+            found = pd.Series(flagged[mine]).groupby(events[mine].to_numpy()).any()
+            row[f"{role}_event_recall"] = float(found.mean())
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
+
+
+def calibration_metrics(truth: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """How far forecast probabilities are from observed frequencies.
+
+    ``brier``: mean squared error of the probabilities; ``brier_skill``: 1 - brier / the brier of
+    always forecasting the observed base rate (0: no better than the base rate, < 0: worse);
+    ``ece``: expected calibration error, the row-weighted mean |mean forecast - observed share| over
+    ``bins`` equal-width probability bins.
+    """
+    import numpy as np
+
+    truth = np.asarray(truth, dtype=float)
+    p = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
+    if not len(truth) or not np.isfinite(p).all():
+        return {"brier": float("nan"), "brier_skill": float("nan"), "ece": float("nan")}
+    brier = float(np.mean((p - truth) ** 2))
+    base = float(truth.mean())
+    reference = base * (1 - base)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=truth, minlength=bins))
+    return {
+        "brier": brier,
+        "brier_skill": float(1 - brier / reference) if reference > 0 else float("nan"),
+        "ece": float(gap.sum() / counts.sum()),
+    }

@@ -10,7 +10,7 @@ from pydantic import Field
 from crypto_assets.feature_spec import FEATURE_NAMES
 from crypto_assets.ml.baselines import HarBaseline, PersistenceBaseline
 from crypto_assets.ml.family import ModelFamily
-from crypto_assets.ml.metrics import best_f1_threshold
+from crypto_assets.ml.metrics import best_f1_threshold, calibration_metrics
 from crypto_assets.ml.models import ProbabilityModel
 
 if TYPE_CHECKING:  # only for annotations: imported where used, so the code location loads fast
@@ -56,6 +56,21 @@ def time_ordered_validation(train: pd.DataFrame, fraction: float) -> tuple[pd.Da
     return train[train["partition_hour"] < cut], train[train["partition_hour"] >= cut]
 
 
+def platt_scaling(probabilities, truth) -> tuple[float, float] | None:
+    """(slope, intercept) of a logistic fit of the truth on logit(probability); None when it cannot be fitted or
+    would not be monotone increasing."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    truth = np.asarray(truth, dtype=int)
+    if len(truth) < 50 or truth.min() == truth.max():
+        return None
+    p = np.clip(np.asarray(probabilities, dtype=float), 1e-6, 1 - 1e-6)
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(np.log(p / (1 - p)).reshape(-1, 1), truth)
+    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    return (slope, intercept) if slope > 0 else None
+
+
 class VolatilitySpikeModel(ModelFamily):
     name = "volatility_model"
     description = (
@@ -68,6 +83,10 @@ class VolatilitySpikeModel(ModelFamily):
     features = FEATURES
     baselines = (PersistenceBaseline(), HarBaseline())
     metric_floor = 0.15  # 1.5x the share of spikes (the label's threshold is a 90th percentile)
+    # Calibration is reported and warned about, not gated: ranking decides promotion, these say whether the
+    # probabilities can be read as probabilities.
+    max_ece = 0.05
+    min_brier_skill = 0.0
     score_asset = "volatility_forecasts"
     outcome_label = "volatility_spike"
 
@@ -98,6 +117,9 @@ class VolatilitySpikeModel(ModelFamily):
             force_col_wise=True,
             verbose=-1,
         ).fit(model.matrix(fit_rows), self.truth(fit_rows).astype(int))
+        # Platt scaling on the most recent slice: the base rate of spikes moves with the market, and the
+        # map is monotone, so rankings (and PR-AUC) are unchanged while the probabilities track it.
+        model.calibration = platt_scaling(model.scores(validation), self.truth(validation))
         model.threshold = best_f1_threshold(self.truth(validation), model.scores(validation))
         model.info = {"validation_rows": len(validation), "fit_rows": len(fit_rows)}
         return model
@@ -109,12 +131,22 @@ class VolatilitySpikeModel(ModelFamily):
         import numpy as np
         from sklearn.metrics import f1_score
 
-        brier = float(np.mean((np.clip(scores, 0.0, 1.0) - truth.astype(float)) ** 2)) if len(truth) else float("nan")
         return {
             **super().metrics(truth, scores, flags),
             "f1": float(f1_score(truth, flags, zero_division=0.0)),
-            "brier": brier,
+            **calibration_metrics(truth, np.asarray(scores, dtype=float)),
         }
+
+    def calibration_warning(self, metrics: dict[str, float]) -> str | None:
+        """A sentence when the candidate's probabilities are poorly calibrated, else None."""
+        problems = []
+        if metrics.get("ece", 0.0) > self.max_ece:
+            problems.append(f"expected calibration error {metrics['ece']:.3f} > {self.max_ece}")
+        if metrics.get("brier_skill", 1.0) < self.min_brier_skill:
+            problems.append(
+                f"Brier skill {metrics['brier_skill']:.3f} < {self.min_brier_skill} (worse than the base rate)"
+            )
+        return "poorly calibrated: " + "; ".join(problems) if problems else None
 
     def explain(self, model, frame):
         """Gain importances, and mean |contribution| from pred_contrib on at most 2,000 rows (it is slow on more)."""
