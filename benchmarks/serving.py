@@ -136,21 +136,26 @@ def fill(folder: Path, days: int) -> dict:
     from crypto_assets.assets import candidates, evaluations, splits
     from crypto_assets.definitions import defs
     from crypto_assets.ml.families import FAMILIES_BY_NAME, MODEL_FAMILIES
-    from crypto_assets.quickstart import last_complete_day, populate, run_job
+    from crypto_assets.quickstart import LAUNCHED_BY_TAG, Launcher, populate, split_day
     from crypto_assets.warehouse import Warehouse
 
     instance = dg.DagsterInstance.get()
     started = time.monotonic()
-    populate(defs, instance, days)
+    populate(instance, days)
     warehouse = Warehouse(database=os.environ["CRYPTO_ASSETS_DUCKDB_PATH"])
     promoted_by_hand = []
     with warehouse.connect() as conn:
         without = [f.name for f in MODEL_FAMILIES if registry.champion(conn, f.name) is None]
     for name in without:  # refused by its gates on this short window: served anyway, to measure both
         config = {"model_name": name, "action": "promote", "version": "latest", "reason": "benchmark: serve both"}
-        run_job(defs, "promote_model_job", instance, name, run_config={"ops": {"model_champions": {"config": config}}})
+        Launcher(instance).run(
+            "promote_model_job",
+            name,
+            tags={LAUNCHED_BY_TAG: "benchmarks.serving"},
+            run_config={"ops": {"model_champions": {"config": config}}},
+        )
         promoted_by_hand.append(name)
-    before = (datetime.strptime(last_complete_day(), "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+    before = (datetime.strptime(split_day(), "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
     family = FAMILIES_BY_NAME[SWAP_MODEL]
     chosen = [
         a
