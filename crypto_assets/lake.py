@@ -142,12 +142,13 @@ class LakeWarehouse(Warehouse):
         key = (os.getpid(), self.catalog, self.data_path, self.inlining_row_limit)
         with _LOCK:
             if key not in _INSTANCES:
-                instance = self._attach()
-                try:
-                    self._prepare(instance)
-                except BaseException:
-                    instance.close()
-                    raise
+                with _catalog_lock(self.catalog):
+                    instance = self._attach()
+                    try:
+                        self._prepare(instance)
+                    except BaseException:
+                        instance.close()
+                        raise
                 _INSTANCES[key] = instance
             conn = _INSTANCES[key].cursor()
         conn.execute(f"USE {CATALOG_ALIAS}")
@@ -206,6 +207,33 @@ class _LakeConnection:
     def __getattr__(self, name):
         return getattr(self._conn, name)
 
+
+@contextmanager
+def _catalog_lock(catalog: str) -> Iterator[None]:
+    """One process at a time attaches the lake and prepares its layout, on every machine alike.
+
+    The first ATTACH of a new lake creates DuckLake's own tables in PostgreSQL, and two processes
+    doing it at once collide (two Celery workers starting their first steps together: one failed
+    with "cannot attach"). A PostgreSQL advisory lock on the catalog's database serializes it; the
+    lock goes with the session. If the catalog cannot be reached, ATTACH says why in its own words.
+    """
+    import psycopg2
+
+    try:
+        session = psycopg2.connect(catalog, connect_timeout=10)
+    except psycopg2.Error:
+        yield
+        return
+    try:
+        session.autocommit = True
+        with session.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [_ATTACH_LOCK_KEY])
+        yield
+    finally:
+        session.close()
+
+
+_ATTACH_LOCK_KEY = 0x6C616B65  # "lake": the advisory lock id the processes of one catalog share
 
 # One DuckDB instance per process and lake (see LakeWarehouse._open).
 _INSTANCES: dict[tuple, duckdb.DuckDBPyConnection] = {}

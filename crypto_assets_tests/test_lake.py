@@ -360,3 +360,25 @@ def test_a_universe_of_1000_coins_is_a_configuration_change():
     coins = source.expected_coins()
     assert source.universe_size == 1000 and len(set(coins)) == 1000
     assert build_resources(read_settings({}))["market_source"].universe_size == 20
+
+
+def test_processes_opening_a_new_lake_at_once_all_succeed(lake_warehouse):
+    # Two Celery workers starting their first steps together once failed with "cannot attach": the
+    # first ATTACH of a new lake creates DuckLake's tables in PostgreSQL, and they collided.
+    script = textwrap.dedent(
+        f"""
+        from crypto_assets.lake import LakeWarehouse
+        warehouse = LakeWarehouse(catalog={lake_warehouse.catalog!r}, data_path={lake_warehouse.data_path!r})
+        with warehouse.connect() as conn:
+            print(conn.execute("SELECT count(*) FROM raw.market_snapshots").fetchone()[0])
+        """
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outcomes = [p.communicate(timeout=180) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], [err[-800:] for _, err in outcomes]
+    assert [out.strip() for out, _ in outcomes] == ["0"] * 4
