@@ -1,10 +1,10 @@
-"""Calibration of the volatility model's probabilities: Brier, Brier skill, ECE, Platt scaling, the warning."""
+"""Calibration of the volatility model's probabilities: Brier, Brier skill, ECE, the warning."""
 
 import numpy as np
 import pytest
 
 from crypto_assets.ml.metrics import calibration_metrics
-from crypto_assets.ml.volatility_model import VolatilitySpikeModel, platt_scaling
+from crypto_assets.ml.volatility_model import VolatilitySpikeModel
 
 
 def test_calibration_metrics_on_known_cases():
@@ -21,20 +21,6 @@ def test_calibration_metrics_on_known_cases():
     # two bins, weighted by rows: 4 rows at 0.1 that are all 0 (gap 0.1), 6 rows at 0.9 with 3 ones (gap 0.4)
     two = calibration_metrics(np.array([0, 0, 0, 0, 1, 1, 1, 0, 0, 0]), np.array([0.1] * 4 + [0.9] * 6))
     assert two["ece"] == pytest.approx((4 * 0.1 + 6 * 0.4) / 10)
-
-
-def test_platt_scaling_repairs_a_biased_forecast_and_keeps_its_ranking():
-    rng = np.random.default_rng(0)
-    true_p = rng.uniform(0.0, 0.3, 5000)
-    truth = rng.uniform(size=5000) < true_p
-    biased = np.clip(true_p * 2.5, 0, 0.99)  # says 2.5x the real chance
-    slope, intercept = platt_scaling(biased, truth)
-    logit = np.log(biased / (1 - biased))
-    repaired = 1 / (1 + np.exp(-(slope * logit + intercept)))
-    assert calibration_metrics(truth, repaired)["ece"] < 0.02 < calibration_metrics(truth, biased)["ece"]
-    assert (np.argsort(repaired, kind="stable") == np.argsort(biased, kind="stable")).all()
-    assert platt_scaling(biased[:10], truth[:10]) is None  # too few rows to fit
-    assert platt_scaling(biased, np.zeros(5000, dtype=bool)) is None  # no contrast
 
 
 def test_poor_calibration_is_warned_about():

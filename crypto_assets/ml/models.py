@@ -60,7 +60,6 @@ class ProbabilityModel(FittedModel):
     """A classifier whose score is the probability of the positive class."""
 
     log_inputs: bool = False  # HAR models log realized volatility
-    calibration: tuple[float, float] | None = None  # Platt (slope, intercept) on the logit, if recalibrated
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         import numpy as np
@@ -69,15 +68,7 @@ class ProbabilityModel(FittedModel):
         return np.log(np.clip(values, 1e-3, None)) if self.log_inputs else values
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        import numpy as np
-
-        p = self.estimator.predict_proba(self.matrix(frame))[:, 1]
-        calibration = getattr(self, "calibration", None)  # artifacts pickled before it existed have none
-        if calibration is None:
-            return p
-        slope, intercept = calibration
-        logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, None))
-        return 1.0 / (1.0 + np.exp(-(slope * logit + intercept)))
+        return self.estimator.predict_proba(self.matrix(frame))[:, 1]
 
 
 @dataclass

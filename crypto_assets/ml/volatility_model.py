@@ -56,21 +56,6 @@ def time_ordered_validation(train: pd.DataFrame, fraction: float) -> tuple[pd.Da
     return train[train["partition_hour"] < cut], train[train["partition_hour"] >= cut]
 
 
-def platt_scaling(probabilities, truth) -> tuple[float, float] | None:
-    """(slope, intercept) of a logistic fit of the truth on logit(probability); None when it cannot be fitted or
-    would not be monotone increasing."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    truth = np.asarray(truth, dtype=int)
-    if len(truth) < 50 or truth.min() == truth.max():
-        return None
-    p = np.clip(np.asarray(probabilities, dtype=float), 1e-6, 1 - 1e-6)
-    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(np.log(p / (1 - p)).reshape(-1, 1), truth)
-    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
-    return (slope, intercept) if slope > 0 else None
-
-
 class VolatilitySpikeModel(ModelFamily):
     name = "volatility_model"
     description = (
@@ -117,9 +102,6 @@ class VolatilitySpikeModel(ModelFamily):
             force_col_wise=True,
             verbose=-1,
         ).fit(model.matrix(fit_rows), self.truth(fit_rows).astype(int))
-        # Platt scaling on the most recent slice: the base rate of spikes moves with the market, and the
-        # map is monotone, so rankings (and PR-AUC) are unchanged while the probabilities track it.
-        model.calibration = platt_scaling(model.scores(validation), self.truth(validation))
         model.threshold = best_f1_threshold(self.truth(validation), model.scores(validation))
         model.info = {"validation_rows": len(validation), "fit_rows": len(fit_rows)}
         return model
