@@ -161,7 +161,7 @@ def _apply(kind: str, span: np.ndarray, idx: np.ndarray, s: int, u: float, price
     n = len(span)
     if kind == "pump_and_dump":
         peak = 0.12 + 0.23 * u  # +12% .. +35% at the top
-        rise = min(2, n - 1)
+        rise = max(1, min(2, n - 1))  # an event cut to one hour by the window's end is its peak, not a no-op
         shape = np.concatenate([np.linspace(peak / rise, peak, rise), np.linspace(peak, 0.0, n - rise + 1)[1:]])
         _scale_prices(span, np.exp(shape), price, cols)
         volume[span] *= 4.0 + 6.0 * u

@@ -1,4 +1,5 @@
-"""The anomaly detector: an IsolationForest over features aimed at anomalies, against a z-score baseline."""
+"""The anomaly detector: an IsolationForest over features aimed at anomalies, with a robust per-feature
+tail score beside it (an ensemble of the two standardized scores), against a z-score baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pydantic import Field
 
 from crypto_assets.ml.baselines import ZScoreBaseline
 from crypto_assets.ml.family import ModelFamily
-from crypto_assets.ml.models import AnomalyModel
+from crypto_assets.ml.models import AnomalyModel, RobustTails, Standardized
 
 MAX_TRAIN_DAYS = 120
 
@@ -41,12 +42,18 @@ class AnomalyDetectorConfig(dg.Config):
     n_estimators: int = Field(default=100, ge=10, le=5000, description="Number of trees.")
     max_samples: int = Field(default=256, ge=16, description="Rows drawn to build each tree.")
     random_state: int = Field(default=7, description="Seed, fixed so training is reproducible.")
+    tail_score: bool = Field(
+        default=True,
+        description="Add the robust per-feature tail score to the forest's (each standardized on its training "
+        "scores): catches what is extreme on one feature alone, which the forest averages away.",
+    )
 
 
 class AnomalyDetector(ModelFamily):
     name = "anomaly_detector"
     description = (
-        "IsolationForest over features aimed at anomalies (jumps, reversals, volume without a move, stale feeds)."
+        "IsolationForest over features aimed at anomalies (jumps, reversals, volume without a move, stale feeds), "
+        "plus a robust per-feature tail score."
     )
     kinds = {"scikit-learn", "duckdb"}
     config_class = AnomalyDetectorConfig
@@ -61,6 +68,7 @@ class AnomalyDetector(ModelFamily):
         return frame["is_anomaly"].fillna(False).to_numpy(dtype=bool)
 
     def fit(self, train, params, features=None):
+        import numpy as np
         from sklearn.ensemble import IsolationForest
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
@@ -77,10 +85,16 @@ class AnomalyDetector(ModelFamily):
                 contamination=config.contamination,
                 random_state=config.random_state,
             ),
-        ).fit(model.matrix(train))
-        # Flag the top `contamination` share of training scores: the forest's own offset is that
-        # percentile of its training scores (higher = more normal there, so negated here).
-        model.threshold = float(-model.estimator[-1].offset_)
+        ).fit(matrix := model.matrix(train))
+        if config.tail_score:
+            model.tails = RobustTails.fit(matrix)
+            model.standardized = (
+                Standardized.fit(model.forest_scores(matrix)),
+                Standardized.fit(model.tails.scores(matrix)),
+            )
+        # Flag the top `contamination` share of training scores (for the forest alone that is its own
+        # offset, negated: IsolationForest's scores are higher for normal points).
+        model.threshold = float(np.quantile(model.scores(train), 1 - config.contamination))
         return model
 
     def expected_flag_rate(self, model):

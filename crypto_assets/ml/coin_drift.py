@@ -9,11 +9,16 @@ compared with itself and with the market, day by day, and evidence accumulates:
   flash crash and its rebound move a day's statistic little), and frozen hours (a return of
   exactly 0: a stale feed) are left out too;
 - ``market`` = the median of the coins' returns each hour;
-- per coin and day, ``beta``: the slope of its returns on the market's (through the origin): how
-  large the coin's moves are against the market's. ``x`` = log(beta today / the median of its
-  reference days' betas), winsorized at ±``max_daily``: 0 on a quiet day, log 2 = 0.69 when the coin has become
-  twice as volatile (a shift of the coin scales its co-movement and its own noise alike), while a
-  market-wide storm moves the market with the coin and leaves ``x`` alone;
+- per coin and day, two estimates of how much larger the coin's moves have become against the
+  market's, each 0 on a quiet day and log 2 = 0.69 when the coin has become twice as volatile:
+  ``beta_x`` = log(beta today / the median of its reference days' betas), ``beta`` the slope of its
+  returns on the market's (through the origin): a shift of the coin scales its co-movement, while a
+  market-wide storm moves the market with the coin and leaves it alone; ``level_x`` = log(its mean
+  |return| today / its reference days' median), minus the median of that over the coins (the
+  market's own change), without the day's ``trim_hours`` largest |returns|: a shift scales the
+  coin's own noise too. ``x`` is their mean, winsorized at ±``max_daily``: the two err on different
+  hours, so on one day of a shift the mean is far less noisy than either (the first day is when
+  an alarm is worth most);
 - an upward CUSUM (Page 1954) over the monitored days: S = max(0, S + x - k), ``k`` the allowance
   (daily moves below it never add up), alarm when S exceeds ``h``;
 - for reading, the coin's robust volatility against its own reference, ``self_x`` = log(its mean
@@ -32,7 +37,7 @@ if TYPE_CHECKING:  # only for annotations: imported where used, so the code loca
     import pandas as pd
 
 MARKET = "(market)"
-COLUMNS = ["coin_id", "reference_beta", "days", "x", "self_x", "cusum", "drifted"]
+COLUMNS = ["coin_id", "reference_beta", "days", "beta_x", "level_x", "x", "self_x", "cusum", "drifted"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class CusumSettings:
     threshold: float = 0.35  # h: one day at 1.75x, or two days at about 1.45x
     max_daily: float = 0.7  # one day adds at most log 2 - k: a single wild day cannot fire it alone
     clip_sigmas: float = 8.0
-    trim_hours: int = 2  # each day's hours with the largest contributions to beta, left out
+    trim_hours: int = 2  # each day's hours with the largest contributions to beta (and largest |returns|), left out
     min_hours: int = 12  # a day with fewer usable hours adds no evidence
     min_coins: int = 3  # two coins past h together happen on quiet synthetic days (crypto_assets_tests/test_drift.py)
 
@@ -93,8 +98,19 @@ def coin_drift(
     days = mon.index.floor("D")
     beta = slope(mon, mon_market, days)
     usable = reference_beta[reference_beta > 0.1].index  # a coin that does not move with the market has no beta
-    x = np.log(beta[usable].clip(lower=0.05 * reference_beta[usable], axis=1) / reference_beta[usable])
-    x = x.clip(-settings.max_daily, settings.max_daily)
+    beta_x = np.log(beta[usable].clip(lower=0.05 * reference_beta[usable], axis=1) / reference_beta[usable])
+
+    def level(wide, groups):
+        size = wide.abs()
+        rank = size.groupby(groups).rank(ascending=False, method="first")
+        kept = size.where(rank > settings.trim_hours)
+        return kept.groupby(groups).mean().where(kept.notna().groupby(groups).sum() >= settings.min_hours)
+
+    own = np.log(level(mon, days) / level(ref, ref.index.floor("D")).median())
+    level_x = own.sub(own.median(axis=1), axis=0)[usable]
+    x = (
+        beta_x.clip(-settings.max_daily, settings.max_daily) + level_x.clip(-settings.max_daily, settings.max_daily)
+    ) / 2
     ref_level, mon_level = ref.abs().mean(), mon.abs().groupby(days).mean()
     self_x = np.log(mon_level / ref_level)
     market_self = np.log(mon_market.abs().groupby(days).mean() / ref_market.abs().mean())
@@ -110,6 +126,8 @@ def coin_drift(
                 "coin_id": coin,
                 "reference_beta": float(reference_beta[coin]),
                 "days": int(np.isfinite(values).sum()),
+                "beta_x": _last(beta_x, coin),
+                "level_x": _last(level_x, coin),
                 "x": float(values[-1]) if len(values) else float("nan"),
                 "self_x": float(self_x[coin].iloc[-1]),
                 "cusum": stat,
@@ -121,6 +139,8 @@ def coin_drift(
             "coin_id": MARKET,
             "reference_beta": 1.0,
             "days": int(market_self.notna().sum()),
+            "beta_x": float("nan"),
+            "level_x": float("nan"),
             "x": float("nan"),
             "self_x": float(market_self.iloc[-1]),
             "cusum": float("nan"),
@@ -131,6 +151,10 @@ def coin_drift(
     return out.sort_values(["drifted", "cusum"], ascending=False, kind="stable", na_position="last").reset_index(
         drop=True
     )
+
+
+def _last(frame: pd.DataFrame, coin: str) -> float:
+    return float(frame[coin].iloc[-1]) if coin in frame and len(frame) else float("nan")
 
 
 def coins_drifted(result: pd.DataFrame) -> list[str]:
