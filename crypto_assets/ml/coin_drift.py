@@ -17,7 +17,7 @@ compared with itself and with the market, day by day, and evidence accumulates:
   |return| today / its reference days' median), minus the median of that over the coins (the
   market's own change), without the day's ``trim_hours`` largest |returns|: a shift scales the
   coin's own noise too. ``x`` is their mean, winsorized at ±``max_daily``: the two err on different
-  hours, so on one day of a shift the mean is far less noisy than either (the first day is when
+  hours, so on one day of a shift their mean is less noisy than either (the first day is when
   an alarm is worth most);
 - an upward CUSUM (Page 1954) over the monitored days: S = max(0, S + x - k), ``k`` the allowance
   (daily moves below it never add up), alarm when S exceeds ``h``;
