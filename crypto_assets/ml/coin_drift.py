@@ -82,11 +82,13 @@ def coin_drift(
     ref, mon = clip(ref), clip(mon)
     ref_market, mon_market = ref.median(axis=1), mon.median(axis=1)
 
+    def trimmed(values, groups):
+        # Leave out each day's largest values: one wild hour (a crash and its rebound) moves neither estimate.
+        rank = values.abs().groupby(groups).rank(ascending=False, method="first")
+        return values.where(rank > settings.trim_hours)
+
     def slope(wide, market, groups):
-        contribution = wide.mul(market, axis=0)
-        # Leave out each day's largest contributions: one wild hour (a crash and its rebound) does not move beta.
-        rank = contribution.abs().groupby(groups).rank(ascending=False, method="first")
-        contribution = contribution.where(rank > settings.trim_hours)
+        contribution = trimmed(wide.mul(market, axis=0), groups)
         present = contribution.notna()
         num = contribution.groupby(groups).sum(min_count=1)
         den = present.mul(market**2, axis=0).groupby(groups).sum()
@@ -101,9 +103,7 @@ def coin_drift(
     beta_x = np.log(beta[usable].clip(lower=0.05 * reference_beta[usable], axis=1) / reference_beta[usable])
 
     def level(wide, groups):
-        size = wide.abs()
-        rank = size.groupby(groups).rank(ascending=False, method="first")
-        kept = size.where(rank > settings.trim_hours)
+        kept = trimmed(wide.abs(), groups)
         return kept.groupby(groups).mean().where(kept.notna().groupby(groups).sum() >= settings.min_hours)
 
     own = np.log(level(mon, days) / level(ref, ref.index.floor("D")).median())
