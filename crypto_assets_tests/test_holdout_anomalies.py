@@ -161,3 +161,25 @@ def test_the_default_generator_is_unchanged_by_the_plug_in():
     via_frame, via = run_generator(generator, frame, seed=5, rate=0.05, source="synthetic")
     pd.testing.assert_frame_equal(direct_frame, via_frame)
     pd.testing.assert_frame_equal(direct.reset_index(drop=True), via.reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    "generator",
+    ["crypto_assets.market.anomalies:inject_anomalies", HOLDOUT],
+)
+def test_a_window_that_ends_inside_an_event_writes_the_hours_a_longer_window_does(generator):
+    # An hourly run ends its window inside events a backfill holds whole: the hours both hold must agree.
+    coins, start = default_universe(20), datetime(2026, 10, 1, tzinfo=UTC)
+    long = synthetic_window(coins, 7, start, start + pd.Timedelta(days=3), 0.1, anomaly_generator=generator)
+    keys = ["coin_id", "partition_hour"]
+    whole, whole_truth = long.snapshots.set_index(keys).sort_index(), long.ground_truth
+    cut_inside = 0
+    for hours in range(1, 72, 5):
+        short = synthetic_window(coins, 7, start, start + pd.Timedelta(hours=hours), 0.1, anomaly_generator=generator)
+        mine = short.snapshots.set_index(keys).sort_index()
+        same_hours = whole.loc[mine.index]
+        pd.testing.assert_frame_equal(mine.drop(columns="ingested_at"), same_hours.drop(columns="ingested_at"))
+        last = short.snapshots["partition_hour"].max()
+        ids = set(short.ground_truth.loc[short.ground_truth["partition_hour"] == last, "anomaly_id"])
+        cut_inside += int(whole_truth["anomaly_id"].isin(ids).sum() > short.ground_truth["anomaly_id"].isin(ids).sum())
+    assert cut_inside > 0  # some windows did end inside an event

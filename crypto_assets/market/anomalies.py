@@ -130,7 +130,7 @@ def inject_anomalies(frame: pd.DataFrame, *, seed: int, rate: float, source: str
             length = lo + int(size_u[s] * (hi - lo + 1)) % (hi - lo + 1)
             span = idx[s : s + length]
             busy_until = s + length - 1
-            _apply(kind, span, idx, s, size_u[s], price, cols)
+            _apply(kind, span, length, idx, s, size_u[s], price, cols)
             event_id = f"{source}-{coin_id}-{int(hours[s])}"
             labels.extend(
                 {
@@ -155,15 +155,20 @@ def _ground_truth(labels: list[dict]) -> pd.DataFrame:
     return conform(frame, GROUND_TRUTH_COLUMNS)
 
 
-def _apply(kind: str, span: np.ndarray, idx: np.ndarray, s: int, u: float, price, cols) -> None:
-    """Alter rows ``span`` (positions into the arrays) in place for one event."""
+def _apply(kind: str, span: np.ndarray, length: int, idx: np.ndarray, s: int, u: float, price, cols) -> None:
+    """Alter rows ``span`` (positions into the arrays) in place for one event of ``length`` hours.
+
+    ``span`` is the part of the event inside the frame: shorter than ``length`` when the window ends
+    first. Shapes follow the whole event, so an hour gets the same values whichever window holds it
+    (an hourly run and a backfill write the same rows).
+    """
     volume = cols["volume_quote"]
     n = len(span)
     if kind == "pump_and_dump":
         peak = 0.12 + 0.23 * u  # +12% .. +35% at the top
-        rise = max(1, min(2, n - 1))  # an event cut to one hour by the window's end is its peak, not a no-op
-        shape = np.concatenate([np.linspace(peak / rise, peak, rise), np.linspace(peak, 0.0, n - rise + 1)[1:]])
-        _scale_prices(span, np.exp(shape), price, cols)
+        rise = min(2, length - 1)
+        whole = np.concatenate([np.linspace(peak / rise, peak, rise), np.linspace(peak, 0.0, length - rise + 1)[1:]])
+        _scale_prices(span, np.exp(whole[:n]), price, cols)
         volume[span] *= 4.0 + 6.0 * u
     elif kind == "flash_crash":
         depth = 0.12 + 0.18 * u

@@ -105,7 +105,7 @@ def inject_holdout_anomalies(
                 rows = idx[start : start + length]
                 if len(rows) == 0 or busy[rows].any():
                     continue
-                _contagion(rows, cols, u_size)
+                _contagion(rows, cols, u_size, length)
                 label("contagion", f"{source}-contagion-{int(h)}", rows)
 
     p_start = rate * (1 - _CONTAGION_SHARE) / _MEAN_HOURS
@@ -120,7 +120,7 @@ def inject_holdout_anomalies(
             rows = idx[s : s + length]
             if busy[rows].any() or (kind == "frozen_price_live_volume" and s == 0):
                 continue  # events on one coin never overlap; a freeze needs a last good hour
-            _APPLY[kind](rows, idx[s - 1] if s > 0 else rows[0], cols, size_u[s], sign_u[s] < 0.5)
+            _APPLY[kind](rows, idx[s - 1] if s > 0 else rows[0], cols, size_u[s], sign_u[s] < 0.5, length)
             label(kind, f"{source}-{kind}-{coin_id}-{int(hours[s])}", rows)
     for c, values in cols.items():
         out[c] = values
@@ -147,7 +147,7 @@ def _bracket(rows: np.ndarray, cols: dict) -> None:
     cols["low"][rows] = np.where(np.isnan(cols["low"][rows]), np.nan, np.fmin(cols["low"][rows], body_lo))
 
 
-def _wash_trading(rows, prev, cols, u, up) -> None:
+def _wash_trading(rows, prev, cols, u, up, length) -> None:
     """Wash trading: accounts trading with themselves inflate volume 2.5-5x for 6-18 hours, price barely moves.
 
     Volume-only manipulation, long and moderate, unlike a one-hour spike: the candle range even
@@ -160,7 +160,7 @@ def _wash_trading(rows, prev, cols, u, up) -> None:
     _bracket(rows, cols)
 
 
-def _spoofed_print(rows, prev, cols, u, up) -> None:
+def _spoofed_print(rows, prev, cols, u, up, length) -> None:
     """Spoofed print: one hour closes 3-8% away (a thin book walked by a spoofer), the next hour is normal again.
 
     Only the close and the wick move; volume is ordinary, so it is a price-only reversal.
@@ -170,19 +170,19 @@ def _spoofed_print(rows, prev, cols, u, up) -> None:
     _bracket(rows, cols)
 
 
-def _decimal_shift(rows, prev, cols, u, up) -> None:
+def _decimal_shift(rows, prev, cols, u, up, length) -> None:
     """Decimal shift: a unit error in the feed reports prices x100 or /100 for 1-3 hours (volume untouched)."""
     _scale(rows, np.full(len(rows), 100.0 if up else 0.01), cols)
 
 
-def _frozen_price_live_volume(rows, prev, cols, u, up) -> None:
+def _frozen_price_live_volume(rows, prev, cols, u, up, length) -> None:
     """Frozen price, live volume: the price feed sticks at the last good candle for 8-20 hours while volume
     keeps arriving from another feed. Longer than the first generator's stale feed, and volume is not frozen."""
     for c in ("price", *_PRICE_COLS):
         cols[c][rows] = np.where(np.isnan(cols[c][rows]), np.nan, cols["price"][prev])
 
 
-def _swapped_columns(rows, prev, cols, u, up) -> None:
+def _swapped_columns(rows, prev, cols, u, up, length) -> None:
     """Swapped columns: a schema mix-up for 2-5 hours, high and low swapped (high < low) and open and close swapped.
 
     The close then carries the previous price back: returns flip sign, a pattern of reversals.
@@ -194,24 +194,23 @@ def _swapped_columns(rows, prev, cols, u, up) -> None:
     cols["open"][rows] = np.where(has_open, price, open_)
 
 
-def _volume_units(rows, prev, cols, u, up) -> None:
+def _volume_units(rows, prev, cols, u, up, length) -> None:
     """Volume in wrong units: 3-10 hours report volume in thousands (/1000) or in base-unit lots (x1000)."""
     cols["volume_quote"][rows] *= 0.001 if up else 1000.0
 
 
-def _slow_pump(rows, prev, cols, u, up) -> None:
+def _slow_pump(rows, prev, cols, u, up, length) -> None:
     """Slow pump: a coordinated ramp of +0.8-2% an hour for 8-16 hours on 1.5-3x volume, the last two hours
     dumping most of it. Gradual: no single hour is extreme until the dump."""
-    n = len(rows)
     step = 0.008 + 0.012 * u
-    ramp = step * np.arange(1, n + 1, dtype=float)
-    if n > 3:
+    ramp = step * np.arange(1, length + 1, dtype=float)
+    if length > 3:
         ramp[-2:] = ramp[-3] * np.array([0.5, 0.15])
-    _scale(rows, np.exp(ramp), cols)
+    _scale(rows, np.exp(ramp[: len(rows)]), cols)  # the whole event's shape, cut where the window ends
     cols["volume_quote"][rows] *= 1.5 + 1.5 * u
 
 
-def _slow_drift(rows, prev, cols, u, up) -> None:
+def _slow_drift(rows, prev, cols, u, up, length) -> None:
     """Slow drift: a mispriced index or oracle drifts 0.6-1.2% an hour away from the market for 10-24 hours,
     on ordinary volume, then snaps back. A gradual move with nothing else unusual."""
     n = len(rows)
@@ -219,14 +218,13 @@ def _slow_drift(rows, prev, cols, u, up) -> None:
     _scale(rows, np.exp(drift), cols)
 
 
-def _contagion(rows, cols, u) -> None:
+def _contagion(rows, cols, u, length) -> None:
     """Contagion: a market shock (an exchange failure, a stablecoin de-peg) hits 30-70% of coins, each 0-3
     hours after the first, with a 6-15% drop recovering by half, on 2-4x volume. Many coins at once: a coin's
     move against the market median is small even though every hit coin is anomalous."""
-    n = len(rows)
     depth = 0.06 + 0.09 * u
-    path = -depth * np.concatenate([[1.0], np.linspace(1.0, 0.5, n)[1:]])
-    _scale(rows, np.exp(path), cols)
+    path = -depth * np.concatenate([[1.0], np.linspace(1.0, 0.5, length)[1:]])
+    _scale(rows, np.exp(path[: len(rows)]), cols)  # the whole event's shape, cut where the window ends
     cols["volume_quote"][rows] *= 2.0 + 2.0 * u
 
 
